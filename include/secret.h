@@ -1,0 +1,23 @@
+/* Secrets (passwords, OAuth tokens, webhook keys) fetched from where the config says.
+ *
+ * A secret is read from its value, a file (first line), a command run without a shell
+ * (first line of its stdout; bounded time and size), or a systemd credential
+ * ($CREDENTIALS_DIRECTORY/NAME). Every fetched secret is registered with the logger so it is
+ * redacted from every log line, and wiped from memory when freed. */
+#pragma once
+
+#include "config.h"
+
+/* Fetch the secret. On failure returns a negative errno and, if ret_error is not NULL, an
+ * allocated message naming the config place, e.g.
+ * "config:7: [account work] password_command: \"pass\" exited with status 1".
+ * config_path is used to build that message. The command gets at most timeout to finish. */
+int secret_fetch(const struct secret_source *src, const char *config_path, const char *section,
+		 usec_t timeout, char **ret_secret, char **ret_error);
+
+/* Warn (through the logger) when a file that holds a secret is readable by group or others.
+ * Returns true when it warned. */
+bool secret_check_file_mode(const char *path, const char *where);
+
+/* Unregister from the logger, wipe and free. Returns NULL. */
+char *secret_free(char *secret);
