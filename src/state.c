@@ -1,0 +1,365 @@
+#include "state.h"
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include <openssl/evp.h>
+
+#define STATE_SUBDIR "mailboxes"
+#define STATE_SUFFIX ".state"
+#define HASH_HEX_LEN 32
+
+static bool pct_safe(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+	       c == '.' || c == '_' || c == '-';
+}
+
+static size_t pct_len(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s; s++)
+		n += pct_safe((unsigned char)*s) ? 1 : 3;
+	return n;
+}
+
+/* Appends the encoding of s at p (room checked by the caller); returns the new end. */
+static char *pct_append(char *p, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (pct_safe(c)) {
+			*p++ = (char)c;
+		} else {
+			*p++ = '%';
+			*p++ = hex[c >> 4];
+			*p++ = hex[c & 15];
+		}
+	}
+	*p = '\0';
+	return p;
+}
+
+/* First HASH_HEX_LEN hex digits of sha256(a "\0" b). */
+static int hash_names(const char *a, const char *b, char ret[static HASH_HEX_LEN + 1])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned md_len = 0;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int ok;
+
+	if (!ctx)
+		return -ENOMEM;
+	ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
+	     EVP_DigestUpdate(ctx, a, strlen(a) + 1) && EVP_DigestUpdate(ctx, b, strlen(b)) &&
+	     EVP_DigestFinal_ex(ctx, md, &md_len);
+	EVP_MD_CTX_free(ctx);
+	if (!ok || md_len * 2 < HASH_HEX_LEN)
+		return -EIO;
+	for (size_t i = 0; i < HASH_HEX_LEN / 2; i++)
+		snprintf(ret + 2 * i, 3, "%02x", md[i]);
+	return 0;
+}
+
+/* Too long for a file name: keep a readable prefix (not cut inside a %XX triple) and make it
+ * unique with a hash. */
+static int shorten_name(char *full, const char *account, const char *mailbox)
+{
+	size_t keep = STATE_NAME_MAX - 1 - HASH_HEX_LEN - strlen(STATE_SUFFIX);
+	char hex[HASH_HEX_LEN + 1];
+	int r;
+
+	r = hash_names(account, mailbox, hex);
+	if (r < 0)
+		return r;
+	if (full[keep - 1] == '%')
+		keep -= 1;
+	else if (full[keep - 2] == '%')
+		keep -= 2;
+	snprintf(full + keep, STATE_NAME_MAX + 1 - keep, "~%s%s", hex, STATE_SUFFIX);
+	return 0;
+}
+
+int state_file_name(const char *account, const char *mailbox, char **ret_name)
+{
+	_cleanup_free_ char *name = NULL;
+	size_t n;
+	char *p;
+	int r;
+
+	if (!account || !*account || !mailbox || !*mailbox)
+		return -EINVAL;
+	n = pct_len(account) + 1 + pct_len(mailbox) + strlen(STATE_SUFFIX);
+	name = malloc(MAX(n, (size_t)STATE_NAME_MAX) + 1);
+	if (!name)
+		return -ENOMEM;
+	p = pct_append(name, account);
+	*p++ = '@';
+	p = pct_append(p, mailbox);
+	strcpy(p, STATE_SUFFIX);
+	if (n > STATE_NAME_MAX) {
+		r = shorten_name(name, account, mailbox);
+		if (r < 0)
+			return r;
+	}
+	*ret_name = TAKE_PTR(name);
+	return 0;
+}
+
+static int mailboxes_dir(const char *state_dir, char **ret)
+{
+	char *p;
+
+	if (!state_dir || !*state_dir)
+		return -EINVAL;
+	if (asprintf(&p, "%s/" STATE_SUBDIR, state_dir) < 0)
+		return -ENOMEM;
+	*ret = p;
+	return 0;
+}
+
+int state_path(const char *state_dir, const char *account, const char *mailbox, char **ret_path)
+{
+	_cleanup_free_ char *dir = NULL, *name = NULL;
+	char *p;
+	int r;
+
+	r = mailboxes_dir(state_dir, &dir);
+	if (r < 0)
+		return r;
+	r = state_file_name(account, mailbox, &name);
+	if (r < 0)
+		return r;
+	if (asprintf(&p, "%s/%s", dir, name) < 0)
+		return -ENOMEM;
+	*ret_path = p;
+	return 0;
+}
+
+/* "key N\n" at *p with N in [min, max], canonical decimal (no sign, no leading zero). */
+static int parse_field(const char **p, const char *key, uint64_t min, uint64_t max,
+		       uint64_t *ret)
+{
+	const char *s = *p;
+	size_t klen = strlen(key);
+	uint64_t v = 0;
+	size_t digits = 0;
+
+	if (strncmp(s, key, klen) != 0 || s[klen] != ' ')
+		return -EBADMSG;
+	s += klen + 1;
+	for (; *s >= '0' && *s <= '9'; s++, digits++) {
+		unsigned d = (unsigned)(*s - '0');
+
+		if (v > (UINT64_MAX - d) / 10)
+			return -EBADMSG;
+		v = v * 10 + d;
+	}
+	if (digits == 0 || *s != '\n' || (digits > 1 && s[-(ptrdiff_t)digits] == '0'))
+		return -EBADMSG;
+	if (v < min || v > max)
+		return -EBADMSG;
+	*p = s + 1;
+	*ret = v;
+	return 0;
+}
+
+static int state_parse(const char *buf, struct mailbox_state *ret)
+{
+	uint64_t uidvalidity, uid, modseq = 0;
+	const char *p = buf;
+	int r;
+
+	r = parse_field(&p, "uidvalidity", 1, UINT32_MAX, &uidvalidity);
+	if (r < 0)
+		return r;
+	r = parse_field(&p, "uid", 0, UINT32_MAX, &uid);
+	if (r < 0)
+		return r;
+	/* RFC 7162: mod-sequence-value is 1 .. 2^63-1. */
+	if (*p) {
+		r = parse_field(&p, "highestmodseq", 1, INT64_MAX, &modseq);
+		if (r < 0)
+			return r;
+	}
+	if (*p)
+		return -EBADMSG;
+	*ret = (struct mailbox_state){
+		.uidvalidity = (uint32_t)uidvalidity,
+		.uid = (uint32_t)uid,
+		.highestmodseq = modseq,
+		.known = true,
+	};
+	return 0;
+}
+
+/* Reads the whole file into buf (NUL-terminated); a file longer than size - 2 is corrupt. */
+static int read_bounded(int fd, char *buf, size_t size)
+{
+	size_t n = 0;
+
+	while (n < size - 1) {
+		ssize_t k = read(fd, buf + n, size - 1 - n);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -errno;
+		if (k == 0)
+			break;
+		n += (size_t)k;
+	}
+	if (n > size - 2 || memchr(buf, '\0', n))
+		return -EBADMSG;
+	buf[n] = '\0';
+	return 0;
+}
+
+int state_load(const char *state_dir, const char *account, const char *mailbox,
+	       struct mailbox_state *ret)
+{
+	_cleanup_free_ char *path = NULL;
+	_cleanup_close_ int fd = -1;
+	char buf[STATE_FILE_MAX + 2];
+	struct mailbox_state s;
+	struct stat st;
+	int r;
+
+	r = state_path(state_dir, account, mailbox, &path);
+	if (r < 0)
+		return r;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+	if (fd < 0 && errno == ENOENT) {
+		*ret = (struct mailbox_state){ .known = false };
+		return 0;
+	}
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EBADMSG;
+	r = read_bounded(fd, buf, sizeof(buf));
+	if (r < 0)
+		return r;
+	r = state_parse(buf, &s);
+	if (r < 0)
+		return r;
+	*ret = s;
+	return 0;
+}
+
+/* mkdir -p; components we create get mode (the state holds mail metadata: 0700). */
+static int mkdir_p(const char *path, mode_t mode)
+{
+	_cleanup_free_ char *p = strdup(path);
+
+	if (!p)
+		return -ENOMEM;
+	for (char *s = p + 1;; s++) {
+		if (*s != '/' && *s != '\0')
+			continue;
+		char saved = *s;
+
+		*s = '\0';
+		if (mkdir(p, mode) < 0 && errno != EEXIST)
+			return -errno;
+		*s = saved;
+		if (!saved)
+			return 0;
+	}
+}
+
+static int write_all(int fd, const char *buf, size_t n)
+{
+	while (n > 0) {
+		ssize_t k = write(fd, buf, n);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -errno;
+		buf += k;
+		n -= (size_t)k;
+	}
+	return 0;
+}
+
+static int format_state(const struct mailbox_state *s, char *buf, size_t size)
+{
+	int n;
+
+	if (s->highestmodseq)
+		n = snprintf(buf, size, "uidvalidity %" PRIu32 "\nuid %" PRIu32
+				       "\nhighestmodseq %" PRIu64 "\n",
+			     s->uidvalidity, s->uid, s->highestmodseq);
+	else
+		n = snprintf(buf, size, "uidvalidity %" PRIu32 "\nuid %" PRIu32 "\n",
+			     s->uidvalidity, s->uid);
+	if (n < 0 || (size_t)n >= size)
+		return -EINVAL;
+	return n;
+}
+
+/* Writes content to a fresh temporary file beside path, then renames it over path. */
+static int write_atomic(const char *dir, const char *path, const char *content, size_t n)
+{
+	_cleanup_free_ char *tmp = NULL;
+	_cleanup_close_ int fd = -1, dfd = -1;
+	int r;
+
+	if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0)
+		return -ENOMEM;
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	r = write_all(fd, content, n);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	/* close() can report a delayed write error (NFS); it must not be lost. */
+	if (close(TAKE_FD(fd)) < 0 && r == 0)
+		r = -errno;
+	if (r == 0 && rename(tmp, path) < 0)
+		r = -errno;
+	if (r < 0) {
+		(void)unlink(tmp);
+		return r;
+	}
+	/* Without this the rename itself may not survive a power cut. */
+	if (fsync(dfd) < 0)
+		return -errno;
+	return 0;
+}
+
+int state_save(const char *state_dir, const char *account, const char *mailbox,
+	       const struct mailbox_state *s)
+{
+	_cleanup_free_ char *dir = NULL, *path = NULL;
+	char buf[STATE_FILE_MAX];
+	int n, r;
+
+	if (!s || s->uidvalidity == 0 || s->highestmodseq > INT64_MAX)
+		return -EINVAL;
+	r = state_path(state_dir, account, mailbox, &path);
+	if (r < 0)
+		return r;
+	r = mailboxes_dir(state_dir, &dir);
+	if (r < 0)
+		return r;
+	n = format_state(s, buf, sizeof(buf));
+	if (n < 0)
+		return n;
+	r = mkdir_p(dir, 0700);
+	if (r < 0)
+		return r;
+	return write_atomic(dir, path, buf, (size_t)n);
+}
