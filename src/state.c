@@ -255,10 +255,34 @@ int state_load(const char *state_dir, const char *account, const char *mailbox,
 	return 0;
 }
 
+/* A directory we just created must be made durable in its parent too, or a power cut could
+ * take it, and the first state file in it, away after state_save() reported success. */
+static int fsync_parent(const char *path)
+{
+	_cleanup_free_ char *parent = strdup(path);
+	_cleanup_close_ int fd = -1;
+	char *slash;
+
+	if (!parent)
+		return -ENOMEM;
+	slash = strrchr(parent, '/');
+	if (!slash)
+		strcpy(parent, ".");
+	else if (slash == parent)
+		slash[1] = '\0';
+	else
+		*slash = '\0';
+	fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd) < 0)
+		return -errno;
+	return 0;
+}
+
 /* mkdir -p; components we create get mode (the state holds mail metadata: 0700). */
 static int mkdir_p(const char *path, mode_t mode)
 {
 	_cleanup_free_ char *p = strdup(path);
+	int r;
 
 	if (!p)
 		return -ENOMEM;
@@ -268,8 +292,13 @@ static int mkdir_p(const char *path, mode_t mode)
 		char saved = *s;
 
 		*s = '\0';
-		if (mkdir(p, mode) < 0 && errno != EEXIST)
+		if (mkdir(p, mode) == 0) {
+			r = fsync_parent(p);
+			if (r < 0)
+				return r;
+		} else if (errno != EEXIST) {
 			return -errno;
+		}
 		*s = saved;
 		if (!saved)
 			return 0;

@@ -350,6 +350,23 @@ static void test_read_only_dir(void **state)
 	assert_int_equal(l.uid, 90);
 }
 
+/* A relative state dir (cwd-relative, all components new) works the same way. */
+static void test_relative_dir(void **state)
+{
+	struct fixture *f = *state;
+	struct mailbox_state s = { .uidvalidity = 4, .uid = 40 }, l;
+	char cwd[4096];
+
+	assert_non_null(getcwd(cwd, sizeof(cwd)));
+	assert_int_equal(chdir(f->root), 0);
+	int r1 = state_save("rel", "work", "INBOX", &s);
+	int r2 = state_load("rel", "work", "INBOX", &l);
+	assert_int_equal(chdir(cwd), 0);
+	assert_int_equal(r1, 0);
+	assert_int_equal(r2, 0);
+	assert_int_equal(l.uid, 40);
+}
+
 static void test_invalid(void **state)
 {
 	struct fixture *f = *state;
@@ -384,6 +401,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_leftover_tmp, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_save_keeps_old, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_only_dir, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_relative_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_invalid, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("state", tests, NULL, NULL);
