@@ -504,7 +504,7 @@ static int parse_number(struct parser *p, const struct key_def *k, const char *v
 
 static int parse_unsigned(struct parser *p, const struct key_def *k, const char *v, void *o)
 {
-	uint64_t n;
+	uint64_t n = 0;
 	int r = parse_number(p, k, v, &n);
 
 	if (r >= 0)
@@ -514,7 +514,7 @@ static int parse_unsigned(struct parser *p, const struct key_def *k, const char 
 
 static int parse_port(struct parser *p, const struct key_def *k, const char *v, void *o)
 {
-	uint64_t n;
+	uint64_t n = 0;
 	int r = parse_number(p, k, v, &n);
 
 	if (r >= 0)

@@ -215,7 +215,7 @@ static int fetch_file(struct fetch *f, const char *path_in, bool check_mode, cha
 	_cleanup_free_ char *path = NULL, *what = NULL, *where = NULL;
 	_cleanup_wipe_buf_ char *data = NULL;
 	_cleanup_close_ int fd = -1;
-	size_t len;
+	size_t len = 0;
 	int r = config_expand_path(path_in, &path);
 
 	if (r == -EINVAL)
