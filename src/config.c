@@ -545,7 +545,9 @@ static int parse_duration(struct parser *p, const struct key_def *k, const char 
 	usec_t u;
 
 	if (config_parse_duration(v, &u) < 0)
-		return fail_key(p, "expected a duration such as \"30s\", \"10m\" or \"1h30m\", got \"%s\"",
+		return fail_key(p,
+				"expected a duration such as \"30s\", \"10m\" or \"1h30m\", "
+				"got \"%s\"",
 				v);
 	if (u < k->min || u > k->max)
 		return fail_duration_range(p, k, v);
@@ -972,7 +974,8 @@ static int parse_header(struct parser *p, const struct key_def *k, const char *v
 		return fail_key(p, "expected \"Name: value\" with a token as Name");
 	value = skip_space(colon + 1);
 	if (!*value || has_control(value))
-		return fail_key(p, "expected \"Name: value\" with a value free of control characters");
+		return fail_key(p, "expected \"Name: value\" with a value free of control "
+				   "characters");
 	if (asprintf(&line, "%.*s: %s", (int)(colon - v), v, value) < 0) {
 		line = NULL;
 		return -ENOMEM;
@@ -1032,7 +1035,8 @@ static const struct key_def account_keys[] = {
 	{ "skip_seen", parse_boolean, K(skip_seen) },
 	{ "catch_up", parse_unsigned, K(catch_up), 0, 100000 },
 	/* RFC 2177: clients should re-issue IDLE at least every 29 minutes. */
-	{ "idle_refresh", .offset = K(idle_refresh), DURATION(10 * USEC_PER_SEC, 29 * USEC_PER_MINUTE) },
+	{ "idle_refresh", .offset = K(idle_refresh),
+	  DURATION(10 * USEC_PER_SEC, 29 * USEC_PER_MINUTE) },
 	{ "poll_interval", .offset = K(poll_interval), AT_LEAST_1S },
 	{ "connect_timeout", .offset = K(connect_timeout), AT_LEAST_1S },
 	{ "reply_timeout", .offset = K(reply_timeout), AT_LEAST_1S },

@@ -252,7 +252,8 @@ static int fetch_credential(struct fetch *f, const char *name, char **ret)
 
 	if (!dir || !*dir)
 		return fetch_fail(f, -ENXIO,
-				  "$CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the unit)");
+				  "$CREDENTIALS_DIRECTORY is not set "
+				  "(use LoadCredential= in the unit)");
 	if (!name || !*name || strchr(name, '/'))
 		return fetch_fail(f, -EINVAL, "expected a credential name without \"/\"");
 	if (asprintf(&path, "%s/%s", dir, name) < 0) {
@@ -370,7 +371,8 @@ static int check_status(struct fetch *f, const char *cmd, int status)
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return 0;
 	if (WIFEXITED(status))
-		return fetch_fail(f, -EIO, "\"%s\" exited with status %d", cmd, WEXITSTATUS(status));
+		return fetch_fail(f, -EIO, "\"%s\" exited with status %d", cmd,
+				  WEXITSTATUS(status));
 	if (WIFSIGNALED(status))
 		return fetch_fail(f, -EIO, "\"%s\" killed by signal %d", cmd, WTERMSIG(status));
 	return fetch_fail(f, -EIO, "\"%s\" ended abnormally", cmd);

@@ -89,12 +89,15 @@ static const struct {
 	  "config:2: [account work] password: required key is missing (or password_file, "
 	  "password_command, password_credential)" },
 	{ "[account work]\nhost = h\nusername = me\nauth = xoauth2\n",
-	  "config:1: [account work] oauth_token_command: required key is missing (auth = xoauth2)" },
+	  "config:1: [account work] oauth_token_command: required key is missing "
+	  "(auth = xoauth2)" },
 	{ ACCOUNT "password_file = /x\n",
 	  "config:5: [account work] password_file: conflicts with \"password\" at line 4: give "
 	  "only one" },
-	{ ACCOUNT "host = other\n", "config:5: [account work] host: duplicate key (first at line 2)" },
-	{ ACCOUNT "[account work]\n", "config:5: [account work]: duplicate section (first at line 1)" },
+	{ ACCOUNT "host = other\n",
+	  "config:5: [account work] host: duplicate key (first at line 2)" },
+	{ ACCOUNT "[account work]\n",
+	  "config:5: [account work]: duplicate section (first at line 1)" },
 	{ "[desktop]\n[desktop]\n", "config:2: [desktop]: duplicate section (first at line 1)" },
 	{ "x = 1\n" ACCOUNT, "config:1: key \"x\" outside of any section" },
 	{ "[imapidled]\nlog_level = debug\n", "config: no [account NAME] section" },
@@ -121,7 +124,8 @@ static const struct {
 	  "or \"1h30m\", got \"soon\"" },
 	{ ACCOUNT "reply_timeout = 0\n",
 	  "config:5: [account work] reply_timeout: expected a duration of at least 1s, got \"0\"" },
-	{ ACCOUNT "catch_up = -1\n", "config:5: [account work] catch_up: expected 0-100000, got \"-1\"" },
+	{ ACCOUNT "catch_up = -1\n",
+	  "config:5: [account work] catch_up: expected 0-100000, got \"-1\"" },
 	{ ACCOUNT "tls_ca_file = /nonexistent/ca.pem\n",
 	  "config:5: [account work] tls_ca_file: cannot read \"/nonexistent/ca.pem\": No such "
 	  "file or directory" },
@@ -140,7 +144,8 @@ static const struct {
 	{ ACCOUNT "mailboxes = INBOX, Lists, inbox\n",
 	  "config:5: [account work] mailboxes: \"inbox\" is listed twice" },
 	{ ACCOUNT "mailboxes = INBOX,,Lists\n",
-	  "config:5: [account work] mailboxes: expected a comma-separated list, got an empty item" },
+	  "config:5: [account work] mailboxes: expected a comma-separated list, got an empty "
+	  "item" },
 	{ ACCOUNT "mailboxes =\n",
 	  "config:5: [account work] mailboxes: expected at least one mailbox, got nothing" },
 	{ "[account work]\nhost = h\nusername = me\npassword_command = pass 'show\n",
@@ -165,7 +170,8 @@ static const struct {
 	  "config:3: [webhook crm] header: expected \"Name: value\" with a value free of control "
 	  "characters" },
 	{ "[webhook crm]\nurl = https://x\nsecret = abc\nsecret_file = /s\n",
-	  "config:4: [webhook crm] secret_file: conflicts with \"secret\" at line 3: give only one" },
+	  "config:4: [webhook crm] secret_file: conflicts with \"secret\" at line 3: give only "
+	  "one" },
 	{ "[webhook crm]\nurl = https://x\nspool_max = 1T\n",
 	  "config:3: [webhook crm] spool_max: expected a size such as \"512M\" or \"1G\", got "
 	  "\"1T\"" },
@@ -201,8 +207,8 @@ static void test_bad_configs(void **state)
 		char *error = parse_error(bad_configs[i].input);
 
 		if (!streq(error, bad_configs[i].expected))
-			fail_msg("case %zu:\nexpected: %s\n     got: %s", i, bad_configs[i].expected,
-				 error);
+			fail_msg("case %zu:\nexpected: %s\n     got: %s", i,
+				 bad_configs[i].expected, error);
 		free(error);
 	}
 }
@@ -509,7 +515,8 @@ static void test_durations(void **state)
 	for (size_t i = 0; i < ELEMENTSOF(good_durations); i++) {
 		usec_t u = 1;
 
-		if (config_parse_duration(good_durations[i].s, &u) < 0 || u != good_durations[i].usec)
+		if (config_parse_duration(good_durations[i].s, &u) < 0 ||
+		    u != good_durations[i].usec)
 			fail_msg("\"%s\": expected %llu us, got %llu", good_durations[i].s,
 				 (unsigned long long)good_durations[i].usec, (unsigned long long)u);
 	}
@@ -518,7 +525,8 @@ static void test_durations(void **state)
 		int r = config_parse_duration(bad_durations[i].s, &u);
 
 		if (r != bad_durations[i].r)
-			fail_msg("\"%s\": expected %d, got %d", bad_durations[i].s, bad_durations[i].r, r);
+			fail_msg("\"%s\": expected %d, got %d", bad_durations[i].s,
+				 bad_durations[i].r, r);
 		assert_int_equal(u, 7); /* ret_ untouched on failure */
 	}
 }
@@ -668,8 +676,8 @@ static void test_find(void **state)
 	setenv("HOME", tmpdir, 1);
 	if (!etc_exists) {
 		assert_int_equal(config_find(NULL, &path, &tried), -ENOENT);
-		snprintf(expect, sizeof(expect), "%s/.config/imapidled/config, /etc/imapidled/config",
-			 tmpdir);
+		snprintf(expect, sizeof(expect),
+			 "%s/.config/imapidled/config, /etc/imapidled/config", tmpdir);
 		assert_string_equal(tried, expect);
 		tried = mfree(tried);
 	}
@@ -702,7 +710,8 @@ static void test_account_equal(void **state)
 		"port = 994\n",	      "mailboxes = INBOX\n",  "sinks = \n",
 		"password = other\n", "catch_up = 51\n",      "idle_refresh = 11m\n",
 		"tls = starttls\n",   "send_id = yes\n",     "tls_ca_file = /dev/null\n",
-		"tls_fingerprint = sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n",
+		"tls_fingerprint = sha256:"
+		"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n",
 	};
 	for (size_t i = 0; i < ELEMENTSOF(changes); i++) {
 		/* Later keys would be duplicates, so rebuild the text with the change instead. */

@@ -159,8 +159,8 @@ static void test_file(void **state)
 	secret_free(s);
 
 	write_file("empty", "\nsecond\n", 0600, path, sizeof(path));
-	snprintf(expected, sizeof(expected), "config:7: [account work] password_file: \"%s\" is empty",
-		 path);
+	snprintf(expected, sizeof(expected),
+		 "config:7: [account work] password_file: \"%s\" is empty", path);
 	fetch_fails(&src, USEC_PER_SEC, -ENODATA, expected, "second");
 
 	snprintf(path, sizeof(path), "%s/missing", tmpdir);
@@ -230,7 +230,8 @@ static void test_command_failures(void **state)
 
 	src.argv = ARGV("false");
 	fetch_fails(&src, 5 * USEC_PER_SEC, -EIO,
-		    "config:7: [account work] password_command: \"false\" exited with status 1", NULL);
+		    "config:7: [account work] password_command: \"false\" exited with status 1",
+		    NULL);
 	src.argv = ARGV("sh", "-c", "echo leaked-secret; exit 3");
 	fetch_fails(&src, 5 * USEC_PER_SEC, -EIO,
 		    "config:7: [account work] password_command: \"sh\" exited with status 3",
