@@ -84,6 +84,7 @@ struct config_account {
 	char **mailboxes; /* NULL-terminated, at least one ("INBOX" by default) */
 	struct sink_ref *sinks;
 	size_t n_sinks;
+	unsigned sinks_line; /* line of the `sinks` key, 0 when absent */
 
 	bool skip_seen;
 	unsigned catch_up;
@@ -166,11 +167,31 @@ const struct config_account *config_find_account(const struct config *c, const c
 const struct config_webhook *config_find_webhook(const struct config *c, const char *name);
 const struct config_exec *config_find_exec(const struct config *c, const char *name);
 
-/* True when two account configs would connect and watch identically (for reload). */
+/* True when two account configs would connect and watch identically (for reload): every
+ * field is compared except line numbers, so moving a section does not reconnect it. */
 bool config_account_equal(const struct config_account *a, const struct config_account *b);
 
-/* "30s", "20m", "24h", "1h30m", "500ms", or a bare number of seconds. */
+/* "30s", "20m", "24h", "1h30m", "500ms", or a bare number of seconds. Units: ms s m h d;
+ * white space between parts is allowed. -EINVAL when malformed, -ERANGE on overflow. */
 int config_parse_duration(const char *s, usec_t *ret);
+
+/* "yes"/"no", "true"/"false", "on"/"off", "1"/"0"; -EINVAL otherwise. */
+int config_parse_bool(const char *s, bool *ret);
+
+/* A byte count with an optional K, M or G suffix (powers of 1024). */
+int config_parse_size(const char *s, uint64_t *ret);
+
+/* "sha256:" and 64 hex digits, colons between byte pairs optional, any case. */
+int config_parse_fingerprint(const char *s, uint8_t ret[32]);
+
+/* Split a command line into argv the way a user expects from a shell, without a shell:
+ * white space separates words, '...' groups literally, "..." groups with \" and \\ as
+ * escapes, a backslash outside quotes escapes any character. No expansion of any kind.
+ * -EINVAL for an unterminated quote or a trailing backslash, -ENODATA for no words. */
+int config_split_command(const char *s, char ***ret_argv);
+
+/* Expand a leading "~" or "~/" to $HOME. "~user" is -EINVAL, unset $HOME -ENXIO. */
+int config_expand_path(const char *path, char **ret);
 
 const char *tls_mode_to_string(enum tls_mode m);
 const char *auth_mech_to_string(enum auth_mech m);

@@ -11,7 +11,13 @@
 /* Fetch the secret. On failure returns a negative errno and, if ret_error is not NULL, an
  * allocated message naming the config place, e.g.
  * "config:7: [account work] password_command: \"pass\" exited with status 1".
- * config_path is used to build that message. The command gets at most timeout to finish. */
+ * config_path is used to build that message. The command gets at most timeout to finish
+ * (USEC_INFINITY: no limit) and is then killed; this call blocks until then, so use it at
+ * start-up or reload, not per event. Errors: -ETIME timeout, -EIO the command failed,
+ * -ENODATA empty, -E2BIG first line over 64 KiB, -ENXIO $CREDENTIALS_DIRECTORY unset, and
+ * the errno of open()/posix_spawnp() (-ENOENT, -EACCES, ...). No message contains the secret.
+ * The result is registered for log redaction (counted: the same secret fetched twice stays
+ * redacted until both copies are freed with secret_free()). */
 int secret_fetch(const struct secret_source *src, const char *config_path, const char *section,
 		 usec_t timeout, char **ret_secret, char **ret_error);
 
