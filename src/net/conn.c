@@ -16,7 +16,7 @@
 #include "log.h"
 
 #define DEFAULT_CONNECT_TIMEOUT (30 * USEC_PER_SEC)
-#define READ_CHUNK (16 * 1024)
+#define READ_CHUNK		(16 * 1024)
 /* Per wake-up, so that one fast server cannot starve the other connections on the loop. */
 #define READ_BUDGET (256 * 1024)
 /* A server has no business sending TLS before our ClientHello; anything beyond this much
@@ -24,10 +24,10 @@
 #define STARTTLS_DISCARD_MAX (64 * 1024)
 
 /* Liveness: notice a dead peer within minutes even when idle (IDLE can sit silent for 29 min). */
-#define KEEPALIVE_IDLE_SEC 60
+#define KEEPALIVE_IDLE_SEC     60
 #define KEEPALIVE_INTERVAL_SEC 20
-#define KEEPALIVE_COUNT 3
-#define USER_TIMEOUT_MSEC 90000
+#define KEEPALIVE_COUNT	       3
+#define USER_TIMEOUT_MSEC      90000
 
 enum conn_state {
 	CONN_RESOLVING,
@@ -40,13 +40,13 @@ enum conn_state {
 };
 
 static const char *const conn_state_names[] = {
-	[CONN_RESOLVING] = "resolving",
-	[CONN_CONNECTING] = "connecting",
-	[CONN_HANDSHAKE] = "tls-handshake",
-	[CONN_PLAIN] = "plain",
-	[CONN_STARTTLS] = "starttls-handshake",
-	[CONN_TLS] = "tls",
-	[CONN_CLOSED] = "closed",
+    [CONN_RESOLVING] = "resolving",
+    [CONN_CONNECTING] = "connecting",
+    [CONN_HANDSHAKE] = "tls-handshake",
+    [CONN_PLAIN] = "plain",
+    [CONN_STARTTLS] = "starttls-handshake",
+    [CONN_TLS] = "tls",
+    [CONN_CLOSED] = "closed",
 };
 
 /* One SSL_CTX per CA file, shared by every connection that uses it. */
@@ -266,7 +266,7 @@ static SSL_CTX *tls_ctx_new(const char *ca_file, char **ret_why)
 	/* RELEASE_BUFFERS keeps an idle connection small; the other two let a retried write come
 	 * from a queue that moved or grew in the meantime. */
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
-				      SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+				  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	ERR_clear_error();
 	if (ca_file)
@@ -274,8 +274,10 @@ static SSL_CTX *tls_ctx_new(const char *ca_file, char **ret_why)
 	else
 		ok = SSL_CTX_set_default_verify_paths(ctx);
 	if (!ok) {
-		if (asprintf(ret_why, "cannot load CA file %s: %s", strna(ca_file),
-			     openssl_reason()) < 0)
+		/* OpenSSL only says "system lib" for a missing file; errno says which problem. */
+		const char *reason =
+		    ca_file && access(ca_file, R_OK) < 0 ? strerror(errno) : openssl_reason();
+		if (asprintf(ret_why, "cannot load CA file %s: %s", strna(ca_file), reason) < 0)
 			*ret_why = NULL;
 		ERR_clear_error();
 		SSL_CTX_free(ctx);
@@ -370,8 +372,8 @@ static int on_defer(sd_event_source *s, void *userdata)
 		c->close_pending = false;
 		if (c->cb.closed) {
 			conn_ref(c);
-			c->cb.closed(c, c->close_error, c->close_why ? c->close_why : "out of memory",
-				     c->userdata);
+			c->cb.closed(c, c->close_error,
+				     c->close_why ? c->close_why : "out of memory", c->userdata);
 			if (!conn_unref_alive(c))
 				return 0;
 		}
@@ -411,8 +413,9 @@ static void conn_close_eof(struct conn *c, bool clean)
 	if (tls_handshaking(c))
 		conn_close(c, -ECONNRESET, "connection closed by server during TLS handshake");
 	else
-		conn_close(c, 0, clean ? "connection closed by server"
-				       : "connection closed by server (without TLS close_notify)");
+		conn_close(c, 0,
+			   clean ? "connection closed by server"
+				 : "connection closed by server (without TLS close_notify)");
 }
 
 /* The names a certificate is for, for the host-name-mismatch message. The certificate is the
@@ -453,7 +456,7 @@ static void cert_names(X509 *x, char *buf, size_t size)
 
 static X509 *tls_peer_leaf(const struct conn *c)
 {
-	STACK_OF(X509) *chain;
+	STACK_OF(X509) * chain;
 
 	if (SSL_get0_peer_certificate(c->ssl))
 		return SSL_get0_peer_certificate(c->ssl);
@@ -484,7 +487,8 @@ static void conn_close_ssl_error(struct conn *c, const char *op)
 	unsigned long e = ERR_peek_last_error();
 	long result = SSL_get_verify_result(c->ssl);
 
-	if (ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+	if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
+	    ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
 		conn_close_eof(c, false);
 	else if (tls_handshaking(c) && !c->has_pin && result != X509_V_OK)
 		conn_close_verify(c, result);
@@ -633,7 +637,8 @@ static bool conn_flush(struct conn *c)
 			tls_prepare(c);
 			k = SSL_write(c->ssl, c->wbuf + c->wstart, (int)MIN(len, (size_t)INT_MAX));
 			if (k <= 0)
-				return tls_result(c, k, "TLS write", &c->write_want) != TLS_IO_CLOSED;
+				return tls_result(c, k, "TLS write", &c->write_want) !=
+				       TLS_IO_CLOSED;
 			n = k;
 		} else {
 			n = send(c->fd, c->wbuf + c->wstart, len, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -707,6 +712,13 @@ static void conn_update_events(struct conn *c)
 
 /* ---- connecting ----------------------------------------------------------------------- */
 
+static bool host_is_ip(const char *host)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+
+	return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
 static void format_peer(const struct sockaddr_storage *sa, char *buf, size_t size)
 {
 	char ip[INET6_ADDRSTRLEN] = "?";
@@ -769,15 +781,21 @@ static int conn_connect_one(struct conn *c, const struct conn_addr *a)
 /* Try the remaining addresses in order; close when none is left. */
 static void conn_connect_next(struct conn *c)
 {
+	int k;
+
 	while (c->next_addr < c->n_addrs) {
-		int k = conn_connect_one(c, &c->addrs[c->next_addr++]);
+		k = conn_connect_one(c, &c->addrs[c->next_addr++]);
 		if (k >= 0)
 			return;
 		log_debug_errno(k, "%s: connect to %s: %m", conn_name(c), c->peer);
 		c->last_connect_error = k;
 	}
-	conn_close(c, c->last_connect_error ?: -EHOSTUNREACH, "cannot connect to %s (%s): %s",
-		   c->host, c->peer, strerror(-(c->last_connect_error ?: -EHOSTUNREACH)));
+	k = c->last_connect_error ?: -EHOSTUNREACH;
+	if (c->n_addrs == 1 && host_is_ip(c->host))
+		conn_close(c, k, "cannot connect to %s: %s", c->peer, strerror(-k));
+	else
+		conn_close(c, k, "cannot connect to %s (%zu address%s, last %s): %s", c->host,
+			   c->n_addrs, c->n_addrs == 1 ? "" : "es", c->peer, strerror(-k));
 }
 
 static void on_resolved(int error, const struct addrinfo *ai, void *userdata)
@@ -808,13 +826,6 @@ static void on_resolved(int error, const struct addrinfo *ai, void *userdata)
 }
 
 /* ---- TLS handshake -------------------------------------------------------------------- */
-
-static bool host_is_ip(const char *host)
-{
-	unsigned char buf[sizeof(struct in6_addr)];
-
-	return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
-}
 
 /* With a pin the chain's verdict does not count (the pin is checked once the handshake is
  * done, before a byte of application data moves). */
@@ -893,8 +904,8 @@ static bool tls_check_pin(struct conn *c)
 
 static void tls_handshake_done(struct conn *c)
 {
-	void (*cb)(struct conn *, void *) = c->state == CONN_HANDSHAKE ? c->cb.connected
-									 : c->cb.tls_ready;
+	void (*cb)(struct conn *, void *) =
+	    c->state == CONN_HANDSHAKE ? c->cb.connected : c->cb.tls_ready;
 	char info[128];
 
 	if (c->has_pin && !tls_check_pin(c))

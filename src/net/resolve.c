@@ -11,7 +11,7 @@
 /* c-ares' defaults (5 s, 4 tries per server) outlast any sensible connect timeout; the
  * connection's own deadline covers the whole attempt anyway. */
 #define RESOLVE_TIMEOUT_MSEC 2000
-#define RESOLVE_TRIES 2
+#define RESOLVE_TRIES	     2
 
 /* One socket c-ares asked us to watch. */
 struct resolver_socket {
@@ -26,9 +26,9 @@ struct resolve_query {
 	resolve_cb cb;
 	void *userdata;
 	sd_event_source *defer; /* delivers the answer on the next loop iteration */
-	bool cancelled;         /* still inside c-ares; freed when c-ares lets go of it */
-	bool done;              /* answer stored, delivery pending */
-	bool dispatching;       /* callback running */
+	bool cancelled;		/* still inside c-ares; freed when c-ares lets go of it */
+	bool done;		/* answer stored, delivery pending */
+	bool dispatching;	/* callback running */
 	int error;
 	struct addrinfo *ai;
 };
@@ -39,8 +39,8 @@ struct resolver {
 	bool channel_ready;
 	bool freeing;
 	sd_event_source *timer;
-	struct resolver_socket *sockets;   /* linked list of the c-ares sockets */
-	struct resolve_query *queries;     /* linked list of every live query */
+	struct resolver_socket *sockets; /* linked list of the c-ares sockets */
+	struct resolve_query *queries;	 /* linked list of every live query */
 };
 
 static unsigned library_users;
@@ -244,7 +244,8 @@ static int on_ares_io(sd_event_source *s, int fd, uint32_t revents, void *userda
 	bool writable = revents & EPOLLOUT;
 
 	/* May close fd and free its resolver_socket (via on_sock_state): touch neither after. */
-	ares_process_fd(r->channel, readable ? fd : ARES_SOCKET_BAD, writable ? fd : ARES_SOCKET_BAD);
+	ares_process_fd(r->channel, readable ? fd : ARES_SOCKET_BAD,
+			writable ? fd : ARES_SOCKET_BAD);
 	resolver_rearm(r);
 	return 0;
 }
@@ -323,10 +324,10 @@ static void library_unref(void)
 static int resolver_init_channel(struct resolver *r)
 {
 	struct ares_options opts = {
-		.timeout = RESOLVE_TIMEOUT_MSEC,
-		.tries = RESOLVE_TRIES,
-		.sock_state_cb = on_sock_state,
-		.sock_state_cb_data = r,
+	    .timeout = RESOLVE_TIMEOUT_MSEC,
+	    .tries = RESOLVE_TRIES,
+	    .sock_state_cb = on_sock_state,
+	    .sock_state_cb_data = r,
 	};
 	int status;
 
@@ -357,7 +358,8 @@ struct resolver *resolver_new(sd_event *e)
 	}
 	k = resolver_init_channel(r);
 	if (k >= 0)
-		k = sd_event_add_time_relative(e, &r->timer, CLOCK_BOOTTIME, 0, 0, on_ares_timer, r);
+		k = sd_event_add_time_relative(e, &r->timer, CLOCK_BOOTTIME, 0, 0, on_ares_timer,
+					       r);
 	if (k >= 0)
 		k = sd_event_source_set_enabled(r->timer, SD_EVENT_OFF);
 	if (k < 0) {
@@ -429,9 +431,9 @@ int resolver_resolve(struct resolver *r, const char *host, uint16_t port, resolv
 		     void *userdata, struct resolve_query **ret)
 {
 	struct ares_addrinfo_hints hints = {
-		.ai_flags = ARES_AI_NUMERICSERV,
-		.ai_family = AF_UNSPEC,
-		.ai_socktype = SOCK_STREAM,
+	    .ai_flags = ARES_AI_NUMERICSERV,
+	    .ai_family = AF_UNSPEC,
+	    .ai_socktype = SOCK_STREAM,
 	};
 	struct resolve_query *q;
 	char service[6];

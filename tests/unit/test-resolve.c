@@ -97,7 +97,7 @@ static void test_numeric_ipv4(void **state)
 
 static bool have_ipv6_loopback(void)
 {
-	struct sockaddr_in6 sa = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
 	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	bool ok;
 
@@ -164,16 +164,16 @@ static int on_dns_query(sd_event_source *s, int fd, uint32_t revents, void *user
 	end = question_end(buf, (size_t)n);
 	if (dns->silent || end == 0)
 		return 0;
-	buf[2] |= 0x80;                  /* QR: a response */
-	buf[3] = (uint8_t)(0x80 | 3);    /* RA, RCODE 3: NXDOMAIN */
-	memset(buf + 6, 0, 6);           /* no answer, authority, additional records */
+	buf[2] |= 0x80;		      /* QR: a response */
+	buf[3] = (uint8_t)(0x80 | 3); /* RA, RCODE 3: NXDOMAIN */
+	memset(buf + 6, 0, 6);	      /* no answer, authority, additional records */
 	sendto(fd, buf, end, 0, (struct sockaddr *)&from, fromlen);
 	return 0;
 }
 
 static void fake_dns_start(sd_event *e, struct fake_dns *dns, bool silent)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t len = sizeof(sa);
 
 	dns->silent = silent;
@@ -213,7 +213,8 @@ static void test_nxdomain(void **state)
 	assert_int_equal(sd_event_new(&e), 0);
 	fake_dns_start(e, &dns, false);
 	r = resolver_with_server(e, dns.port);
-	assert_int_equal(resolver_resolve(r, "nonexistent.invalid", 993, on_resolved, &res, NULL), 0);
+	assert_int_equal(resolver_resolve(r, "nonexistent.invalid", 993, on_resolved, &res, NULL),
+			 0);
 	took = run_until(e, &res.called, 3 * USEC_PER_SEC);
 	assert_true(res.called);
 	assert_int_equal(res.error, -ENOENT);
@@ -236,7 +237,8 @@ static void test_no_server(void **state)
 	fake_dns_start(e, &dns, false);
 	fake_dns_stop(&dns); /* a port where nobody listens */
 	r = resolver_with_server(e, dns.port);
-	assert_int_equal(resolver_resolve(r, "nonexistent.invalid", 993, on_resolved, &res, NULL), 0);
+	assert_int_equal(resolver_resolve(r, "nonexistent.invalid", 993, on_resolved, &res, NULL),
+			 0);
 	run_until(e, &res.called, 8 * USEC_PER_SEC);
 	assert_true(res.called);
 	assert_true(res.error == -EHOSTUNREACH || res.error == -ETIMEDOUT);
@@ -259,8 +261,8 @@ static void test_cancel(void **state)
 	/* Cancelled after c-ares answered but before the answer was delivered. */
 	assert_int_equal(resolver_resolve(r, "127.0.0.1", 1, on_resolved, &res_fast, &fast), 0);
 	/* Left pending: resolver_free() drops it without a callback. */
-	assert_int_equal(resolver_resolve(r, "pending.invalid", 1, on_resolved, &res_pending,
-					  &pending), 0);
+	assert_int_equal(
+	    resolver_resolve(r, "pending.invalid", 1, on_resolved, &res_pending, &pending), 0);
 	run_for(e, 20 * USEC_PER_MSEC);
 	assert_true(dns.queries >= 1);
 	assert_null(resolve_query_cancel(slow));
@@ -316,14 +318,10 @@ static void test_invalid_args(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_numeric_ipv4),
-		cmocka_unit_test(test_numeric_ipv6),
-		cmocka_unit_test(test_localhost),
-		cmocka_unit_test(test_nxdomain),
-		cmocka_unit_test(test_no_server),
-		cmocka_unit_test(test_cancel),
-		cmocka_unit_test(test_free_from_callback),
-		cmocka_unit_test(test_invalid_args),
+	    cmocka_unit_test(test_numeric_ipv4),       cmocka_unit_test(test_numeric_ipv6),
+	    cmocka_unit_test(test_localhost),	       cmocka_unit_test(test_nxdomain),
+	    cmocka_unit_test(test_no_server),	       cmocka_unit_test(test_cancel),
+	    cmocka_unit_test(test_free_from_callback), cmocka_unit_test(test_invalid_args),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
