@@ -44,12 +44,12 @@ struct conn;
 struct conn_params {
 	const char *host; /* name or IP literal; also SNI and the name the certificate must carry */
 	uint16_t port;
-	/* IMPLICIT: handshake right after connect; STARTTLS, NONE: plaintext until conn_start_tls() */
+	/* IMPLICIT: handshake at once; STARTTLS, NONE: plaintext until conn_start_tls() */
 	enum tls_mode tls;
-	const char *ca_file;        /* NULL: the system store */
+	const char *ca_file;	    /* NULL: the system store */
 	const uint8_t *fingerprint; /* NULL, or 32 bytes: SHA-256 of the server's DER certificate */
-	usec_t connect_timeout;     /* resolve + TCP connect + TLS handshake; 0: 30 s */
-	const char *name;           /* for logs: "work/INBOX" */
+	usec_t connect_timeout;	    /* resolve + TCP connect + TLS handshake; 0: 30 s */
+	const char *name;	    /* for logs: "work/INBOX" */
 };
 
 struct conn_callbacks {
