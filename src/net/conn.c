@@ -669,10 +669,15 @@ static void conn_transfer(struct conn *c)
 		else
 			plain_read(c);
 	}
-	/* The owner may have freed the conn inside data; conn_deliver told the loop, but we
-	 * must not touch c either: the reference taken by on_io covers that. */
-	if (!c->freed)
-		conn_update_events(c);
+	/* The owner may have freed or closed the conn inside data; the caller's reference keeps
+	 * the struct itself valid. */
+	if (c->freed || !conn_open(c))
+		return;
+	conn_update_events(c);
+	/* An SSL_read that found nothing leaves a ~17 KiB record buffer behind even with
+	 * SSL_MODE_RELEASE_BUFFERS; an idle connection must not keep one. */
+	if (c->ssl && c->wstart == c->wend && !SSL_has_pending(c->ssl))
+		(void)SSL_free_buffers(c->ssl);
 }
 
 static void conn_update_events(struct conn *c)
