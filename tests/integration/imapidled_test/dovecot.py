@@ -158,13 +158,13 @@ class Dovecot:
     name = "dovecot"
 
     def __init__(self, pki, *, disable_idle=False, imap_capability=None, extra_conf="",
-                 mail_user=None):
+                 mail_user=None, auth_penalty=False):
         self.pki = pki
         self.dir = util.make_tmpdir("imapidled-dovecot-")
         self.conf_path = os.path.join(self.dir, "dovecot.conf")
         self.log_path = os.path.join(self.dir, "dovecot.log")
         self.stderr_path = os.path.join(self.dir, "dovecot.stderr")
-        self.passwd_path = os.path.join(self.dir, "passwd")
+        self.users_dir = os.path.join(self.dir, "users")
         self.home_root = os.path.join(self.dir, "home")
         self.base_dir = os.path.join(self.dir, "run")
         self.host = "127.0.0.1"
@@ -176,6 +176,7 @@ class Dovecot:
         self.imap_capability = imap_capability or (CAPABILITY_WITHOUT_IDLE if disable_idle
                                                     else None)
         self.extra_conf = extra_conf
+        self.auth_penalty = auth_penalty
         self.users = {}
         self.proc = None
         self._lock = threading.Lock()
@@ -186,7 +187,7 @@ class Dovecot:
         self._setup_identity(mail_user)
         os.makedirs(self.home_root)
         os.chown(self.home_root, self.mail_uid, self.mail_gid)
-        self._write_passwd()
+        os.makedirs(self.users_dir)
         self._write_conf()
 
     # -- configuration -------------------------------------------------------------------
@@ -217,6 +218,10 @@ class Dovecot:
                    if self.harness_source else "")
         capability = (f"imap_capability = {self.imap_capability}\n"
                       if self.imap_capability else "")
+        # Without this, anvil makes every failed login from an IP wait 2, 4, 8... up to 15 s
+        # more (a failed login is then answered after a flat ~0.5 s).
+        penalty = ("" if self.auth_penalty else
+                   "  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n")
         conf = f"""# Written by the imapidled test harness; includes nothing from /etc/dovecot.
 base_dir = {self.base_dir}
 state_dir = {self.dir}/state
@@ -240,9 +245,11 @@ ssl_min_protocol = TLSv1.2
 auth_mechanisms = plain login
 disable_plaintext_auth = yes
 auth_verbose = yes
+# Failed logins are answered at once (default: after 2 s), which keeps auth-failure tests fast.
+auth_failure_delay = 0
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN {self.passwd_path}
+  args = scheme=PLAIN {self.users_dir}/%Lu
 }}
 userdb {{
   driver = static
@@ -260,7 +267,7 @@ namespace inbox {{
 # chroot needs root; the login processes run unchrooted in both modes.
 service anvil {{
   chroot =
-}}
+{penalty}}}
 service imap-login {{
   chroot =
   inet_listener imap {{
@@ -282,14 +289,36 @@ service imap-login {{
         with open(self.conf_path, "w") as f:
             f.write(conf)
 
-    def _write_passwd(self):
-        tmp = self.passwd_path + ".tmp"
+    def _write_passwd(self, name, password):
+        """One passwd-file per user (the passdb path has %u in it): Dovecot re-reads a
+        passwd-file at most once a second (and only when its mtime or size changed), so
+        one shared file would hide a user added just after another, while a new user's new
+        file is read at its first lookup. Returns True when an existing file changed."""
+        path = os.path.join(self.users_dir, name)
+        try:
+            old_mtime = os.stat(path).st_mtime
+        except FileNotFoundError:
+            old_mtime = None
+        if password is None:
+            if old_mtime is not None:
+                os.unlink(path)
+            return old_mtime is not None
+        tmp = path + ".tmp"
         with open(tmp, "w") as f:
-            for name, password in self.users.items():
-                f.write(f"{name}:{{PLAIN}}{password}\n")
+            f.write(f"{name}:{{PLAIN}}{password}\n")
         os.chmod(tmp, 0o644)
-        # rename: a new inode, so Dovecot's passwd-file notices the change at once.
-        os.rename(tmp, self.passwd_path)
+        if old_mtime is not None:  # a whole second later, or Dovecot may not see a change
+            t = max(int(old_mtime) + 1, int(time.time()))
+            os.utime(tmp, (t, t))
+        os.rename(tmp, path)
+        return old_mtime is not None
+
+    @staticmethod
+    def _wait_next_second():
+        """Dovecot's auth process looks at a changed passwd-file again only in a later second
+        of its clock than the last look."""
+        now = time.time()
+        time.sleep(int(now) + 1.02 - now)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -359,16 +388,20 @@ service imap-login {{
     def stop(self, graceful=False, timeout=5.0):
         """Stop the server. Default: SIGKILL to the whole process group (instant; clients see
         the connection drop). graceful=True: SIGTERM, so IDLE clients get `* BYE Server
-        shutting down.`; the master itself then lingers about 1 s before it exits."""
-        self.close_clients()
+        shutting down.`; the master itself then lingers about 1 s before it exits. Clients
+        made by imap_client() stay open (to watch them see the server go)."""
         if self.proc is None:
             return
         pgid = self.proc.pid
         if graceful and self.proc.poll() is None:
-            pids = util.group_members(pgid)
-            for pid in pids:
-                if not util.cmdline(pid).endswith("/log"):  # keep logging to the end
-                    util.kill_pid(pid, signal.SIGTERM)
+            # The mail processes first: each says BYE, through its login process (which
+            # holds the TLS) while that is still there; then the master.
+            sessions = [pid for pid in util.group_members(pgid)
+                        if re.search(r"/imap( |$)", util.cmdline(pid))]
+            for pid in sessions:
+                util.kill_pid(pid, signal.SIGTERM)
+            util.wait_gone(sessions, timeout)
+            util.kill_pid(pgid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -385,6 +418,7 @@ service imap-login {{
 
     def close(self):
         util.unregister(self)
+        self.close_clients()
         try:
             self.stop()
         finally:
@@ -396,17 +430,28 @@ service imap-login {{
     # -- users and mail ------------------------------------------------------------------
 
     def add_user(self, name, password=None):
-        """Add (or change the password of) a user; returns a MailUser."""
+        """Add (or change the password of) a user; returns a MailUser. Names: lower-case
+        letters, digits, '.', '-', '_'. A new user can log in at once; a password change
+        (or removal) takes up to a second to be seen, and this waits for it."""
+        if not re.fullmatch(r"[a-z0-9._-]+", name):
+            raise ValueError(f"user name {name!r}")
         password = password or secrets.token_urlsafe(12)
         with self._lock:
             self.users[name] = password
-            self._write_passwd()
+            changed = self._write_passwd(name, password)
+        if changed:
+            self._wait_next_second()
         return MailUser(self, name, password)
+
+    def set_password(self, name, password):
+        return self.add_user(name, password)
 
     def remove_user(self, name):
         with self._lock:
             self.users.pop(name, None)
-            self._write_passwd()
+            changed = self._write_passwd(name, None)
+        if changed:
+            self._wait_next_second()
 
     def new_user(self, prefix="user", password=None):
         """A user no other test has used: an empty INBOX, a clean log history."""
