@@ -2,10 +2,10 @@
 These tests need no imapidled binary (the daemon runner is exercised with a stand-in)."""
 import configparser
 import hashlib
+import http.client
 import imaplib
 import os
 import select
-import signal
 import socket
 import ssl
 import stat
@@ -369,9 +369,6 @@ def test_http_receiver_drop_and_delay(http_receiver):
     t0 = time.monotonic()
     assert _post(r.url())[0] == 200
     assert time.monotonic() - t0 >= 0.3
-
-
-import http.client  # noqa: E402  (used above in an except clause)
 
 
 # The published Standard Webhooks / Svix test vector (svix-webhooks library tests).

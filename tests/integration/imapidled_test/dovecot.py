@@ -475,7 +475,6 @@ service imap-login {{
         `localhost`), starttls (upgraded before login) or plain. Closed by close_clients().
         harness=True connects from the harness address: not counted by login_count() and
         trusted (so no LOGINDISABLED on the starttls port); False connects like the daemon."""
-        password = self.users[user]
         ctx = ssl_context or self.pki.client_context()
         src = self.harness_source if harness else None
         if kind == "imaps":
