@@ -1,0 +1,23 @@
+/* One [account] section at run time: its secret and one watch per mailbox. */
+#pragma once
+
+#include "config.h"
+#include "watch.h"
+
+struct account;
+
+/* Fetches the password (logged and returned as an error when that fails) and builds the
+ * watches; nothing connects before account_start(). cfg is borrowed and must outlive the
+ * account. */
+int account_new(const struct watch_context *ctx, const struct config *config,
+		const struct config_account *cfg, struct account **ret);
+struct account *account_free(struct account *a);
+
+void account_start(struct account *a);
+size_t account_n_watches(const struct account *a);
+size_t account_n_idle(const struct account *a);
+const char *account_name(const struct account *a);
+
+/* Fetch the account's password per its secret_source, or NULL when it uses OAuth only. */
+int account_fetch_password(const struct config *config, const struct config_account *cfg,
+			   char **ret);

@@ -1,0 +1,103 @@
+#include "account.h"
+
+#include <stdio.h>
+
+#include "log.h"
+#include "secret.h"
+
+/* A password command gets this long; it may have to ask a keyring or a GPG agent. */
+#define SECRET_TIMEOUT (30 * USEC_PER_SEC)
+
+struct account {
+	const struct config_account *cfg;
+	char *password;
+	struct watch **watches;
+	size_t n_watches;
+};
+
+int account_fetch_password(const struct config *config, const struct config_account *cfg,
+			   char **ret)
+{
+	_cleanup_free_ char *section = NULL, *error = NULL;
+	char *secret = NULL;
+	int r;
+
+	if (cfg->password.kind == SECRET_NONE) {
+		*ret = NULL;
+		return 0;
+	}
+	if (asprintf(&section, "account %s", cfg->name) < 0)
+		return log_oom();
+	r = secret_fetch(&cfg->password, config->path, section, SECRET_TIMEOUT, &secret, &error);
+	if (r < 0)
+		return log_error_errno(r, "%s", error ? error : "cannot fetch the password");
+	*ret = secret;
+	return 0;
+}
+
+struct account *account_free(struct account *a)
+{
+	if (!a)
+		return NULL;
+	for (size_t i = 0; i < a->n_watches; i++)
+		watch_free(a->watches[i]);
+	free(a->watches);
+	secret_free(a->password);
+	return mfree(a);
+}
+
+int account_new(const struct watch_context *ctx, const struct config *config,
+		const struct config_account *cfg, struct account **ret)
+{
+	struct account *a = calloc(1, sizeof(*a));
+	size_t n = strv_length(cfg->mailboxes);
+	int r;
+
+	if (!a)
+		return log_oom();
+	a->cfg = cfg;
+	a->watches = calloc(n, sizeof(struct watch *));
+	if (!a->watches) {
+		account_free(a);
+		return log_oom();
+	}
+	r = account_fetch_password(config, cfg, &a->password);
+	for (size_t i = 0; r >= 0 && i < n; i++) {
+		r = watch_new(ctx, cfg, a->password, cfg->mailboxes[i], &a->watches[i]);
+		if (r < 0)
+			log_error_errno(r, "%s/%s: cannot set up: %m", cfg->name, cfg->mailboxes[i]);
+		else
+			a->n_watches++;
+	}
+	if (r < 0) {
+		account_free(a);
+		return r;
+	}
+	*ret = a;
+	return 0;
+}
+
+void account_start(struct account *a)
+{
+	for (size_t i = 0; i < a->n_watches; i++)
+		watch_start(a->watches[i]);
+}
+
+size_t account_n_watches(const struct account *a)
+{
+	return a->n_watches;
+}
+
+size_t account_n_idle(const struct account *a)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < a->n_watches; i++)
+		n += watch_is_idle(a->watches[i]);
+	return n;
+}
+
+const char *account_name(const struct account *a)
+{
+	return a->cfg->name;
+}

@@ -1,0 +1,363 @@
+#include "watch.h"
+
+#include <stdio.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "backoff.h"
+#include "event.h"
+#include "link.h"
+#include "log.h"
+#include "message.h"
+#include "state.h"
+
+/* A session that stayed idle this long was healthy: its failure starts a fresh schedule. */
+#define HEALTHY_AFTER (60 * USEC_PER_SEC)
+
+struct watch {
+	const struct watch_context *ctx;
+	const struct config_account *cfg;
+	const char *password;
+	char *mailbox;
+	char *name; /* "account/mailbox", for logs */
+
+	struct link *link;
+	sd_event_source *retry;
+	sd_event_source *flush; /* deferred state write */
+	struct backoff backoff;
+
+	struct mailbox_state state; /* what has been reported; persisted */
+	bool state_loaded;
+	bool state_dirty;
+
+	bool idle;
+	usec_t idle_since;
+	char *last_error; /* logged once; repeats go to debug */
+};
+
+static void watch_connect(struct watch *w);
+
+const char *watch_name(const struct watch *w)
+{
+	return w->name;
+}
+
+bool watch_is_idle(const struct watch *w)
+{
+	return w->idle;
+}
+
+static void watch_changed(struct watch *w)
+{
+	if (w->ctx->changed)
+		w->ctx->changed(w->ctx->userdata);
+}
+
+/* ---- state ------------------------------------------------------------------------------ */
+
+static int on_flush(sd_event_source *s, void *userdata)
+{
+	struct watch *w = userdata;
+	int r;
+
+	w->flush = sd_event_source_disable_unref(w->flush);
+	if (!w->state_dirty)
+		return 0;
+	r = state_save(w->ctx->state_dir, w->cfg->name, w->mailbox, &w->state);
+	if (r < 0) {
+		/* Stays dirty: the next change tries again. Nothing is lost meanwhile, only a
+		 * restart would report these messages a second time. */
+		log_error_errno(r, "%s: cannot save state in %s: %m", w->name, w->ctx->state_dir);
+		return 0;
+	}
+	w->state_dirty = false;
+	return 0;
+}
+
+/* Writes are coalesced to one per loop iteration: a burst of a thousand messages costs
+ * one fsync, not a thousand. */
+static void state_advance(struct watch *w, uint32_t uidvalidity, uint32_t uid)
+{
+	if (w->state.known && w->state.uidvalidity == uidvalidity && uid <= w->state.uid)
+		return;
+	w->state.uidvalidity = uidvalidity;
+	w->state.uid = uid;
+	w->state.known = true;
+	w->state_dirty = true;
+	if (!w->flush && sd_event_add_defer(w->ctx->event, &w->flush, on_flush, w) < 0)
+		on_flush(NULL, w);
+}
+
+static void state_load_once(struct watch *w)
+{
+	_cleanup_free_ char *path = NULL;
+	int r;
+
+	if (w->state_loaded)
+		return;
+	w->state_loaded = true;
+	r = state_load(w->ctx->state_dir, w->cfg->name, w->mailbox, &w->state);
+	if (r >= 0)
+		return;
+	state_path(w->ctx->state_dir, w->cfg->name, w->mailbox, &path);
+	log_warning_errno(r, "%s: cannot read state file %s: %m; starting over without reporting "
+			     "old mail", w->name, strna(path));
+	w->state = (struct mailbox_state){};
+}
+
+/* ---- session callbacks ----------------------------------------------------------------- */
+
+static void on_selected(void *userdata, uint32_t uidvalidity, uint32_t last_uid, bool baseline)
+{
+	struct watch *w = userdata;
+
+	if (baseline)
+		log_info("%s: watching from UID %u on (UIDVALIDITY %u)", w->name, last_uid + 1,
+			 uidvalidity);
+	else if (w->state.uid < last_uid)
+		log_debug("%s: resuming after UID %u", w->name, last_uid);
+	w->state.uidvalidity = uidvalidity; /* the epoch of every UID that follows */
+	if (baseline)
+		state_advance(w, uidvalidity, last_uid);
+}
+
+static void deliver(struct watch *w, struct mail_event *e)
+{
+	if (w->ctx->deliver)
+		w->ctx->deliver(w->ctx->userdata, e);
+	else
+		log_info("%s: new mail, UID %u, from %s: %s", w->name, e->uid,
+			 e->from.name ? e->from.name : strna(e->from.address), strempty(e->subject));
+	state_advance(w, e->uidvalidity, e->uid);
+	mail_event_unref(e);
+}
+
+static void on_message(void *userdata, const struct imap_fetch *f)
+{
+	struct watch *w = userdata;
+	struct mail_event *e = NULL;
+	int r;
+
+	r = message_event_from_fetch(w->cfg->name, w->mailbox, w->state.uidvalidity, f, &e);
+	if (r < 0) {
+		log_error_errno(r, "%s: cannot build the event for UID %u: %m", w->name, f->uid);
+		return;
+	}
+	deliver(w, e);
+}
+
+static void on_summary(void *userdata, uint32_t first, uint32_t last, uint32_t count)
+{
+	struct watch *w = userdata;
+	struct mail_event *e = NULL;
+	int r;
+
+	log_info("%s: %u messages arrived while away (UID %u to %u): one summary", w->name, count,
+		 first, last);
+	r = mail_event_new_summary(w->cfg->name, w->mailbox, w->state.uidvalidity, first, last,
+				   count, &e);
+	if (r < 0) {
+		log_error_errno(r, "%s: cannot build the summary event: %m", w->name);
+		return;
+	}
+	deliver(w, e);
+}
+
+static void on_skipped(void *userdata, uint32_t uid)
+{
+	struct watch *w = userdata;
+
+	log_debug("%s: UID %u is already \\Seen, skipping", w->name, uid);
+	state_advance(w, w->state.uidvalidity, uid);
+}
+
+static void on_idle(void *userdata)
+{
+	struct watch *w = userdata;
+
+	if (w->idle)
+		return;
+	w->idle = true;
+	w->idle_since = now_usec(CLOCK_BOOTTIME);
+	if (w->last_error) {
+		log_info("%s: back in IDLE", w->name);
+		w->last_error = mfree(w->last_error);
+	} else {
+		log_info("%s: idle", w->name);
+	}
+	watch_changed(w);
+}
+
+static void on_alert(void *userdata, const char *text)
+{
+	struct watch *w = userdata;
+
+	log_warning("%s: ALERT from the server: %s", w->name, text);
+}
+
+static enum backoff_class failure_class(struct watch *w, enum imap_failure f)
+{
+	switch (f) {
+	case IMAP_FAIL_AUTH:
+		return BACKOFF_AUTH;
+	case IMAP_FAIL_TOO_MANY:
+		return BACKOFF_TOO_MANY;
+	case IMAP_FAIL_NO_MAILBOX:
+		return BACKOFF_MISSING_MAILBOX;
+	case IMAP_FAIL_FINAL:
+		return BACKOFF_FINAL;
+	default:
+		return BACKOFF_RETRY_NOW;
+	}
+}
+
+static int on_retry(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	struct watch *w = userdata;
+
+	w->retry = sd_event_source_disable_unref(w->retry);
+	watch_connect(w);
+	return 0;
+}
+
+static void schedule_retry(struct watch *w, usec_t delay)
+{
+	int r;
+
+	if (delay == USEC_INFINITY)
+		return;
+	r = sd_event_add_time_relative(w->ctx->event, &w->retry, CLOCK_BOOTTIME, delay, 0,
+				       on_retry, w);
+	if (r < 0)
+		log_error_errno(r, "%s: cannot schedule reconnect: %m", w->name);
+}
+
+static void on_closed(void *userdata, enum imap_failure failure, int error, const char *why)
+{
+	struct watch *w = userdata;
+	usec_t now = now_usec(CLOCK_BOOTTIME), delay;
+	char buf[32];
+	bool repeat;
+
+	w->link = link_release(w->link);
+	if (w->idle && now - w->idle_since >= HEALTHY_AFTER)
+		backoff_reset(&w->backoff);
+	w->idle = false;
+	delay = backoff_next(&w->backoff, failure_class(w, failure));
+	repeat = w->last_error && streq(w->last_error, why);
+	if (!repeat) {
+		free(w->last_error);
+		w->last_error = strdup(why);
+	}
+	if (delay == USEC_INFINITY)
+		log_full(repeat ? LOG_DEBUG : LOG_ERR, "%s: %s; not retrying until reloaded",
+			 w->name, why);
+	else
+		log_full(repeat ? LOG_DEBUG : LOG_WARNING, "%s: %s; reconnecting in %s", w->name,
+			 why, format_duration(buf, sizeof(buf), delay));
+	schedule_retry(w, delay);
+	watch_changed(w);
+}
+
+static const struct imap_session_ops watch_ops = {
+	.selected = on_selected,
+	.message = on_message,
+	.summary = on_summary,
+	.skipped = on_skipped,
+	.idle = on_idle,
+	.alert = on_alert,
+	.closed = on_closed,
+};
+
+/* ---- connecting ------------------------------------------------------------------------ */
+
+static void watch_connect(struct watch *w)
+{
+	const struct config_account *c = w->cfg;
+	int r;
+
+	state_load_once(w);
+	struct conn_params cp = {
+		.host = c->host,
+		.port = c->port,
+		.tls = c->tls,
+		.ca_file = c->tls_ca_file,
+		.fingerprint = c->has_fingerprint ? c->tls_fingerprint : NULL,
+		.connect_timeout = c->connect_timeout,
+		.name = w->name,
+	};
+	struct imap_session_params sp = {
+		.name = w->name,
+		.goal = IMAP_GOAL_WATCH,
+		.tls = c->tls,
+		.allow_plaintext = c->allow_plaintext,
+		.host = c->host,
+		.port = c->port,
+		.username = c->username,
+		.password = w->password,
+		.auth = c->auth,
+		.send_id = c->send_id,
+		.mailbox = w->mailbox,
+		.known = w->state.known,
+		.uidvalidity = w->state.uidvalidity,
+		.last_uid = w->state.uid,
+		.catch_up = c->catch_up,
+		.skip_seen = c->skip_seen,
+		.idle_refresh = c->idle_refresh,
+		.poll_interval = c->poll_interval,
+		.reply_timeout = c->reply_timeout,
+		.greeting_timeout = c->connect_timeout,
+	};
+	r = link_new(w->ctx->event, w->ctx->resolver, &cp, &sp, &watch_ops, w, &w->link);
+	if (r < 0) {
+		log_error_errno(r, "%s: cannot start connecting: %m", w->name);
+		schedule_retry(w, backoff_next(&w->backoff, BACKOFF_RETRY_LATER));
+	}
+}
+
+void watch_start(struct watch *w)
+{
+	if (!w->link && !w->retry)
+		watch_connect(w);
+}
+
+struct watch *watch_free(struct watch *w)
+{
+	if (!w)
+		return NULL;
+	if (w->state_dirty)
+		on_flush(NULL, w);
+	sd_event_source_disable_unref(w->flush);
+	sd_event_source_disable_unref(w->retry);
+	link_release(w->link);
+	free(w->last_error);
+	free(w->mailbox);
+	free(w->name);
+	return mfree(w);
+}
+
+int watch_new(const struct watch_context *ctx, const struct config_account *cfg,
+	      const char *password, const char *mailbox, struct watch **ret)
+{
+	struct watch *w = calloc(1, sizeof(*w));
+	uint64_t seed = 0;
+
+	if (!w)
+		return -ENOMEM;
+	w->ctx = ctx;
+	w->cfg = cfg;
+	w->password = password;
+	w->mailbox = strdup(mailbox);
+	if (!w->mailbox || asprintf(&w->name, "%s/%s", cfg->name, mailbox) < 0) {
+		w->name = NULL;
+		watch_free(w);
+		return -ENOMEM;
+	}
+	/* Jitter must differ between watches and between runs, or a thousand of them
+	 * reconnect in lockstep. */
+	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed))
+		seed = now_usec(CLOCK_MONOTONIC) ^ (uintptr_t)w;
+	backoff_init(&w->backoff, BACKOFF_BASE_DEFAULT, BACKOFF_CAP_DEFAULT, seed);
+	*ret = w;
+	return 0;
+}
