@@ -9,6 +9,7 @@ whatever the test's outcome; an interrupted run is cleaned up at exit. When a te
 logs of everything still running are attached to its report.
 """
 import os
+import signal
 import sys
 
 import pytest
@@ -19,6 +20,10 @@ from imapidled_test import bus, certs, daemon, dovecot as dovecot_mod, util, web
 
 
 def pytest_configure(config):
+    # A CI timeout sends SIGTERM: make it unwind like Ctrl-C, so that fixtures still stop
+    # every process they started.
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     config.addinivalue_line(
         "markers", "notification_caps(caps): capabilities of the notification_daemon fixture, "
         "a space-separated string (default: " + bus.DEFAULT_CAPABILITIES + ")")
