@@ -901,8 +901,10 @@ static int parse_code(struct cursor *c, struct imap_response *r)
 			c->p->n_stack = base;
 			c->pos++;
 			k = code_args_raw(c, r);
-			if (k <= 0)
-				return k < 0 ? k : (c->pos = bracket, 0);
+			if (k < 0)
+				return k;
+			if (k == 0)
+				goto not_code;
 		} else if (k < 0) {
 			return k;
 		} else {
