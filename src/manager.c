@@ -7,6 +7,7 @@
 #include <systemd/sd-event.h>
 
 #include "account.h"
+#include "dispatch.h"
 #include "log.h"
 #include "net/resolve.h"
 #include "secret.h"
@@ -15,6 +16,7 @@
 struct manager {
 	sd_event *event;
 	struct resolver *resolver;
+	struct dispatch *dispatch;
 	struct config *config;
 	struct watch_context ctx;
 	struct account **accounts;
@@ -88,6 +90,7 @@ static int manager_add_signals(struct manager *m)
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGHUP);
+	sigaddset(&mask, SIGCHLD); /* sd-event reaps the exec sink's children */
 	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
 		return -errno;
 	r = sd_event_add_signal(m->event, &m->sig_term, SIGTERM, on_terminate, m);
@@ -105,6 +108,7 @@ static struct manager *manager_free(struct manager *m)
 	for (size_t i = 0; i < m->n_accounts; i++)
 		account_free(m->accounts[i]);
 	free(m->accounts);
+	dispatch_free(m->dispatch);
 	sd_event_source_disable_unref(m->sig_term);
 	sd_event_source_disable_unref(m->sig_int);
 	sd_event_source_disable_unref(m->sig_hup);
@@ -162,6 +166,12 @@ static int manager_new(struct config *config, struct manager **ret)
 		r = sd_event_add_defer(m->event, &m->ready, on_ready, m);
 	if (r < 0)
 		goto fail;
+	r = dispatch_new(m->event, config, &m->dispatch);
+	if (r < 0) {
+		manager_free(m);
+		return log_error_errno(r, "Cannot set up the sinks: %m");
+	}
+	m->ctx.dispatch = m->dispatch;
 	r = manager_add_accounts(m);
 	if (r < 0) {
 		manager_free(m);
