@@ -10,6 +10,7 @@
 #include "config.h"
 
 struct dispatch;
+struct gate;
 struct resolver;
 struct watch;
 
@@ -19,6 +20,7 @@ struct watch_context {
 	struct resolver *resolver;
 	const char *state_dir;
 	struct dispatch *dispatch; /* routes events to the account's sinks */
+	struct gate *gate;         /* caps connection attempts in flight; may be NULL */
 	/* Something a status line would show changed (idle, reconnecting, new mail). */
 	void (*changed)(void *userdata);
 	void *userdata;

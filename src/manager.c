@@ -8,6 +8,7 @@
 
 #include "account.h"
 #include "dispatch.h"
+#include "gate.h"
 #include "log.h"
 #include "net/resolve.h"
 #include "secret.h"
@@ -17,6 +18,7 @@ struct manager {
 	sd_event *event;
 	struct resolver *resolver;
 	struct dispatch *dispatch;
+	struct gate *gate;
 	struct config *config;
 	struct watch_context ctx;
 	struct account **accounts;
@@ -109,6 +111,7 @@ static struct manager *manager_free(struct manager *m)
 		account_free(m->accounts[i]);
 	free(m->accounts);
 	dispatch_free(m->dispatch);
+	gate_free(m->gate);
 	sd_event_source_disable_unref(m->sig_term);
 	sd_event_source_disable_unref(m->sig_int);
 	sd_event_source_disable_unref(m->sig_hup);
@@ -150,7 +153,8 @@ static int manager_new(struct config *config, struct manager **ret)
 	/* Pings the service manager from the loop itself, so a wedged loop is restarted. */
 	sd_event_set_watchdog(m->event, true);
 	m->resolver = resolver_new(m->event);
-	if (!m->resolver) {
+	m->gate = gate_new(m->event, config->max_connecting);
+	if (!m->resolver || !m->gate) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -158,6 +162,7 @@ static int manager_new(struct config *config, struct manager **ret)
 		.event = m->event,
 		.resolver = m->resolver,
 		.state_dir = config->state_dir,
+		.gate = m->gate,
 		.changed = manager_changed,
 		.userdata = m,
 	};

@@ -7,6 +7,7 @@
 #include "backoff.h"
 #include "dispatch.h"
 #include "event.h"
+#include "gate.h"
 #include "link.h"
 #include "log.h"
 #include "message.h"
@@ -23,6 +24,7 @@ struct watch {
 	char *name; /* "account/mailbox", for logs */
 
 	struct link *link;
+	struct gate_slot slot; /* held from connect until idle or failure */
 	sd_event_source *retry;
 	sd_event_source *flush; /* deferred state write */
 	struct backoff backoff;
@@ -196,6 +198,7 @@ static void on_idle(void *userdata)
 
 	if (w->idle)
 		return;
+	gate_leave(w->ctx->gate, &w->slot);
 	w->idle = true;
 	w->idle_since = now_usec(CLOCK_BOOTTIME);
 	if (w->last_error) {
@@ -259,6 +262,7 @@ static void on_closed(void *userdata, enum imap_failure failure, int error, cons
 	bool repeat;
 
 	w->link = link_release(w->link);
+	gate_leave(w->ctx->gate, &w->slot);
 	if (w->idle && now - w->idle_since >= HEALTHY_AFTER)
 		backoff_reset(&w->backoff);
 	w->idle = false;
@@ -290,8 +294,9 @@ static const struct imap_session_ops watch_ops = {
 
 /* ---- connecting ------------------------------------------------------------------------ */
 
-static void watch_connect(struct watch *w)
+static void watch_connect_now(void *userdata)
 {
+	struct watch *w = userdata;
 	const struct config_account *c = w->cfg;
 	int r;
 
@@ -330,14 +335,23 @@ static void watch_connect(struct watch *w)
 	};
 	r = link_new(w->ctx->event, w->ctx->resolver, &cp, &sp, &watch_ops, w, &w->link);
 	if (r < 0) {
+		gate_leave(w->ctx->gate, &w->slot);
 		log_error_errno(r, "%s: cannot start connecting: %m", w->name);
 		schedule_retry(w, backoff_next(&w->backoff, BACKOFF_RETRY_LATER));
 	}
 }
 
+static void watch_connect(struct watch *w)
+{
+	if (w->ctx->gate)
+		gate_enter(w->ctx->gate, &w->slot, watch_connect_now, w);
+	else
+		watch_connect_now(w);
+}
+
 void watch_start(struct watch *w)
 {
-	if (!w->link && !w->retry)
+	if (!w->link && !w->retry && !w->slot.waiting)
 		watch_connect(w);
 }
 
@@ -351,6 +365,7 @@ struct watch *watch_free(struct watch *w)
 		on_flush(NULL, w);
 	sd_event_source_disable_unref(w->flush);
 	sd_event_source_disable_unref(w->retry);
+	gate_leave(w->ctx->gate, &w->slot);
 	link_release(w->link);
 	free(w->last_error);
 	free(w->mailbox);
