@@ -28,8 +28,8 @@
  *     process group of its own (so that a timeout reaches everything it started).
  * Never a secret: argv comes from the config, the environment from the event.
  *
- * cfg->timeout (0 or USEC_INFINITY: none): SIGTERM to the process group, then SIGKILL after
- * SINK_EXEC_KILL_GRACE_USEC. The exit is logged: status 0 at debug, anything else (non-zero
+ * cfg->timeout (0 or USEC_INFINITY: none; CLOCK_BOOTTIME, so time suspended counts): SIGTERM
+ * to the process group, then SIGKILL after SINK_EXEC_KILL_GRACE_USEC. The exit is logged: status 0 at debug, anything else (non-zero
  * status, a signal) at warning.
  *
  * cfg->post_command (like goimapnotify's onNewMailPost) runs once after the command, with the

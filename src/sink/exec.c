@@ -511,7 +511,9 @@ static int child_watch(struct sink_exec *s, pid_t pid)
 	r = sd_event_source_set_child_process_own(c->exit_source, true);
 	if (r < 0 || s->timeout == 0 || s->timeout == USEC_INFINITY)
 		return r;
-	return sd_event_add_time_relative(s->event, &c->timer_source, CLOCK_MONOTONIC, s->timeout,
+	/* CLOCK_BOOTTIME (DESIGN.md, Clocks): a command that was running across a suspend is most
+	 * likely stuck on a connection the suspend killed. */
+	return sd_event_add_time_relative(s->event, &c->timer_source, CLOCK_BOOTTIME, s->timeout,
 					  0, on_timeout, s);
 }
 
