@@ -1,14 +1,47 @@
 """`imapidled check [--connect]` against the test Dovecot: what a user runs first to see
 whether a config works. Exit codes are sysexits: 0 OK, 77 login rejected, 69 anything else
 that failed on the server side (unreachable, TLS, missing mailbox), 78 a config error."""
+import functools
+import os
 import re
 import time
 
 import pytest
 
-from imapidled_test import util
+from imapidled_test import daemon, util
 
 EX_OK, EX_UNAVAILABLE, EX_NOPERM, EX_CONFIG = 0, 69, 77, 78
+
+# Known bug: `check --connect` leaks its whole event loop (probe.c: the links' deferred
+# releases are queued after sd_event_exit() and never run; see
+# test_check_connect_frees_everything). Until it is fixed, the other tests here run with
+# LeakSanitizer off, so that what they assert is still checked in the sanitizer build.
+PROBE_LEAKS = True
+
+
+@functools.lru_cache(maxsize=None)
+def sanitized():
+    """Whether the binary under test was built with SANITIZE=1."""
+    with open(daemon.binary(), "rb") as f:
+        return b"__asan_init" in f.read()
+
+
+def no_leak_check_env():
+    opts = os.environ.get("ASAN_OPTIONS", "")
+    return {"ASAN_OPTIONS": (opts + ":" if opts else "") + "detect_leaks=0"}
+
+
+@pytest.fixture
+def run_check(run_check):
+    """The harness's run_check, failing clearly on a sanitizer report."""
+    def run(config, connect=True, env=None, args=(), timeout=60):
+        if PROBE_LEAKS and connect:
+            env = {**no_leak_check_env(), **(env or {})}
+        code, out, err = run_check(config, connect=connect, env=env, args=args,
+                                   timeout=timeout)
+        assert not daemon.SANITIZER_RX.search(err), f"imapidled check tripped a sanitizer:\n{err}"
+        return code, out, err
+    return run
 
 
 def lines(text):
@@ -154,3 +187,16 @@ def test_secret_not_in_check_output_at_debug(run_check, daemon_config, dovecot, 
     code, out, err = run_check(daemon_config, args=("-vv",))
     assert code == EX_OK, (out, err)
     assert mail_user.password not in out + err
+
+
+@pytest.mark.skipif(not sanitized(), reason="leaks show only in the SANITIZE=1 build")
+@pytest.mark.xfail(PROBE_LEAKS, strict=True, reason="probe.c: link_release() in probe_closed() "
+                   "queues a defer source, then sd_event_exit() finishes the loop before it "
+                   "runs; probe_free()'s sd_event_run() on a finished loop dispatches nothing, "
+                   "so the event loop, links, sessions and parsers leak")
+def test_check_connect_frees_everything(daemon_config, dovecot, mail_user, tmp_path):
+    daemon_config.account("work", dovecot, mail_user)
+    path = daemon_config.write()
+    code, out, err = daemon.run_check(path, env=daemon.daemon_env(tmp_path / "leak"))
+    assert "LeakSanitizer" not in err, err
+    assert code == EX_OK and out.endswith("work: OK\n"), (out, err)
