@@ -1,5 +1,7 @@
 #include "net/resolve.h"
 
+#include <arpa/inet.h>
+
 #include <ares.h>
 #include <stdio.h>
 #include <sys/epoll.h>
@@ -427,6 +429,38 @@ static struct resolve_query *query_new(struct resolver *r, resolve_cb cb, void *
 	return q;
 }
 
+/* An IP literal needs no DNS, and must not get any: c-ares 1.18 sends A and AAAA queries
+ * for "127.0.0.1" to the configured name server even with ARES_AI_NUMERICHOST, so a
+ * hundred watches of a numeric host stalled for seconds behind an unreachable server (and
+ * sent packets off the machine). Literals are answered here, through the same deferred path. */
+static int literal_addrinfo(const char *host, uint16_t port, struct addrinfo **ret)
+{
+	struct addrinfo_entry *e = calloc(1, sizeof(*e));
+	struct sockaddr_in *in = (struct sockaddr_in *)&e->addr;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&e->addr;
+
+	if (!e)
+		return -ENOMEM;
+	if (inet_pton(AF_INET, host, &in->sin_addr) == 1) {
+		in->sin_family = AF_INET;
+		in->sin_port = htons(port);
+		e->ai.ai_addrlen = sizeof(*in);
+	} else if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons(port);
+		e->ai.ai_addrlen = sizeof(*in6);
+	} else {
+		free(e);
+		return 0;
+	}
+	e->ai.ai_family = ((struct sockaddr *)&e->addr)->sa_family;
+	e->ai.ai_socktype = SOCK_STREAM;
+	e->ai.ai_protocol = IPPROTO_TCP;
+	e->ai.ai_addr = (struct sockaddr *)&e->addr;
+	*ret = &e->ai;
+	return 1;
+}
+
 int resolver_resolve(struct resolver *r, const char *host, uint16_t port, resolve_cb cb,
 		     void *userdata, struct resolve_query **ret)
 {
@@ -437,15 +471,23 @@ int resolver_resolve(struct resolver *r, const char *host, uint16_t port, resolv
 	};
 	struct resolve_query *q;
 	char service[6];
+	int k;
 
 	if (!r || !host || !*host || !cb || r->freeing)
 		return -EINVAL;
 	q = query_new(r, cb, userdata);
 	if (!q)
 		return -ENOMEM;
-	snprintf(service, sizeof(service), "%u", (unsigned)port);
-	ares_getaddrinfo(r->channel, host, service, &hints, on_ares_result, q);
-	resolver_rearm(r);
+	k = literal_addrinfo(host, port, &q->ai);
+	if (k != 0) {
+		q->error = MIN(k, 0);
+		q->done = true;
+		(void)sd_event_source_set_enabled(q->defer, SD_EVENT_ONESHOT);
+	} else {
+		snprintf(service, sizeof(service), "%u", (unsigned)port);
+		ares_getaddrinfo(r->channel, host, service, &hints, on_ares_result, q);
+		resolver_rearm(r);
+	}
 	if (ret)
 		*ret = q;
 	return 0;

@@ -32,6 +32,24 @@ def _ini_value(v):
     return str(v)
 
 
+# Debian's libinih reads at most 199 characters a line; the daemon lets list keys repeat.
+_LINE_MAX = 199
+
+
+def _ini_lines(key, value):
+    """key = value, with a long list spread over repeated keys."""
+    if not isinstance(value, (list, tuple)):
+        return [f"{key} = {_ini_value(value)}"]
+    lines, cur = [], []
+    for item in value:
+        if cur and len(f"{key} = {_ini_value(cur + [item])}") > _LINE_MAX:
+            lines.append(f"{key} = {_ini_value(cur)}")
+            cur = []
+        cur.append(item)
+    lines.append(f"{key} = {_ini_value(cur)}")
+    return lines
+
+
 def write_secret(path, value):
     """A secret file, mode 0600 from the start, the value on its first line."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -125,7 +143,8 @@ class DaemonConfig:
         out = []
         for name, keys in self.sections.items():
             out.append(f"[{name}]")
-            out.extend(f"{k} = {_ini_value(v)}" for k, v in keys.items())
+            for k, v in keys.items():
+                out.extend(_ini_lines(k, v))
             out.append("")
         return "\n".join(out)
 
