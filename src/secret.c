@@ -133,6 +133,13 @@ static void registry_remove(const char *secret)
 	}
 }
 
+int secret_register(const char *secret)
+{
+	if (!secret)
+		return -EINVAL;
+	return registry_add(secret);
+}
+
 char *secret_free(char *secret)
 {
 	if (!secret)
