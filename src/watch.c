@@ -11,8 +11,8 @@
 #include "link.h"
 #include "log.h"
 #include "message.h"
-#include "secret.h"
 #include "proc/spawn.h"
+#include "secret.h"
 #include "state.h"
 
 /* A session that stayed idle this long was healthy: its failure starts a fresh schedule. */

@@ -185,12 +185,13 @@ def test_token_command_runs_on_each_connect(oauth_dovecot, introspection, helper
     assert first not in text and second not in text
 
 
-def test_rejected_token_backs_off_for_long(oauth_dovecot, introspection, helper,
+@pytest.mark.parametrize("auth", ["xoauth2", "oauthbearer"])
+def test_rejected_token_backs_off_for_long(auth, oauth_dovecot, introspection, helper,
                                            daemon_config, imapidled):
     user = oauth_dovecot.new_user()
     token = fresh_token("revoked")  # not in introspection.good
     helper.set_token(token)
-    oauth_account(daemon_config, oauth_dovecot, user, helper, "oauthbearer")
+    oauth_account(daemon_config, oauth_dovecot, user, helper, auth)
     d = imapidled()
 
     m = d.wait_for_log(rf"{ACCOUNT}/INBOX: login as {re.escape(user.name)} rejected.*"
