@@ -25,5 +25,9 @@ int secret_fetch(const struct secret_source *src, const char *config_path, const
  * Returns true when it warned. */
 bool secret_check_file_mode(const char *path, const char *where);
 
+/* Register a secret obtained elsewhere (an OAuth token from spawn.h) for log redaction, with
+ * the same counting as secret_fetch(): each call is undone by one secret_free() of a copy. */
+int secret_register(const char *secret);
+
 /* Unregister from the logger, wipe and free. Returns NULL. */
 char *secret_free(char *secret);

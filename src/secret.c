@@ -80,6 +80,13 @@ _printf_(3, 4) static int fetch_fail(struct fetch *f, int r, const char *fmt, ..
 	return r;
 }
 
+int secret_register(const char *secret)
+{
+	if (!secret)
+		return -EINVAL;
+	return log_secret_add(secret); /* counted: each register needs its secret_free() */
+}
+
 char *secret_free(char *secret)
 {
 	if (!secret)

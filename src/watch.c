@@ -11,10 +11,14 @@
 #include "link.h"
 #include "log.h"
 #include "message.h"
+#include "proc/spawn.h"
+#include "secret.h"
 #include "state.h"
 
 /* A session that stayed idle this long was healthy: its failure starts a fresh schedule. */
 #define HEALTHY_AFTER (60 * USEC_PER_SEC)
+/* oauth_token_command gets this long; it may have to refresh the token over the network. */
+#define TOKEN_TIMEOUT (30 * USEC_PER_SEC)
 
 struct watch {
 	const struct watch_context *ctx;
@@ -25,6 +29,11 @@ struct watch {
 
 	struct link *link;
 	struct gate_slot slot; /* held from connect until idle or failure */
+	/* OAuth: each attempt first runs oauth_token_command (token_job), then connects with
+	 * its token, which is kept (registered for redaction) until that link closes. */
+	struct spawn_job *token_job;
+	char *oauth_token;
+	char *token_label; /* "account/mailbox: oauth_token_command", for its stderr */
 	sd_event_source *retry;
 	sd_event_source *flush; /* deferred state write */
 	struct backoff backoff;
@@ -254,19 +263,14 @@ static void schedule_retry(struct watch *w, usec_t delay)
 		log_error_errno(r, "%s: cannot schedule reconnect: %m", w->name);
 }
 
-static void on_closed(void *userdata, enum imap_failure failure, int error, const char *why)
+/* Log a failed attempt (once; repeats of the same reason at debug) and schedule the next. */
+static void retry_after_failure(struct watch *w, enum backoff_class c, const char *why)
 {
-	struct watch *w = userdata;
-	usec_t now = now_usec(CLOCK_BOOTTIME), delay;
+	usec_t delay = backoff_next(&w->backoff, c);
 	char buf[32];
 	bool repeat;
 
-	w->link = link_release(w->link);
 	gate_leave(w->ctx->gate, &w->slot);
-	if (w->idle && now - w->idle_since >= HEALTHY_AFTER)
-		backoff_reset(&w->backoff);
-	w->idle = false;
-	delay = backoff_next(&w->backoff, failure_class(w, failure));
 	repeat = w->last_error && streq(w->last_error, why);
 	if (!repeat) {
 		free(w->last_error);
@@ -282,6 +286,20 @@ static void on_closed(void *userdata, enum imap_failure failure, int error, cons
 	watch_changed(w);
 }
 
+static void on_closed(void *userdata, enum imap_failure failure, int error, const char *why)
+{
+	struct watch *w = userdata;
+	usec_t now = now_usec(CLOCK_BOOTTIME);
+
+	w->link = link_release(w->link);
+	/* The session is dead and reads its params no more: the token goes with it. */
+	w->oauth_token = secret_free(w->oauth_token);
+	if (w->idle && now - w->idle_since >= HEALTHY_AFTER)
+		backoff_reset(&w->backoff);
+	w->idle = false;
+	retry_after_failure(w, failure_class(w, failure), why);
+}
+
 static const struct imap_session_ops watch_ops = {
 	.selected = on_selected,
 	.message = on_message,
@@ -294,13 +312,11 @@ static const struct imap_session_ops watch_ops = {
 
 /* ---- connecting ------------------------------------------------------------------------ */
 
-static void watch_connect_now(void *userdata)
+static void watch_link_new(struct watch *w)
 {
-	struct watch *w = userdata;
 	const struct config_account *c = w->cfg;
 	int r;
 
-	state_load_once(w);
 	struct conn_params cp = {
 		.host = c->host,
 		.port = c->port,
@@ -319,6 +335,7 @@ static void watch_connect_now(void *userdata)
 		.port = c->port,
 		.username = c->username,
 		.password = w->password,
+		.oauth_token = w->oauth_token,
 		.auth = c->auth,
 		.send_id = c->send_id,
 		.mailbox = w->mailbox,
@@ -335,10 +352,78 @@ static void watch_connect_now(void *userdata)
 	};
 	r = link_new(w->ctx->event, w->ctx->resolver, &cp, &sp, &watch_ops, w, &w->link);
 	if (r < 0) {
+		w->oauth_token = secret_free(w->oauth_token);
 		gate_leave(w->ctx->gate, &w->slot);
 		log_error_errno(r, "%s: cannot start connecting: %m", w->name);
 		schedule_retry(w, backoff_next(&w->backoff, BACKOFF_RETRY_LATER));
 	}
+}
+
+/* XOAUTH2 / OAUTHBEARER, chosen or (auto) the only credential there is. */
+static bool wants_token(const struct watch *w)
+{
+	const struct config_account *c = w->cfg;
+
+	if (c->auth == AUTH_XOAUTH2 || c->auth == AUTH_OAUTHBEARER)
+		return true;
+	return c->auth == AUTH_AUTO && !w->password && strv_length(c->oauth_token_command) > 0;
+}
+
+/* A broken helper is a transient failure: exponential backoff, never a hot loop. */
+static void token_failed(struct watch *w, const char *why)
+{
+	_cleanup_free_ char *msg = NULL;
+
+	if (asprintf(&msg, "oauth_token_command failed: %s", why) < 0)
+		msg = NULL;
+	retry_after_failure(w, BACKOFF_RETRY_LATER, msg ? msg : "oauth_token_command failed");
+}
+
+static void on_token(void *userdata, int error, char *token, const char *why)
+{
+	struct watch *w = userdata;
+	int r;
+
+	w->token_job = spawn_job_free(w->token_job);
+	if (error < 0) {
+		token_failed(w, why);
+		return;
+	}
+	r = secret_register(token);
+	if (r < 0) {
+		secure_free(token);
+		token_failed(w, strerror(-r));
+		return;
+	}
+	log_debug("%s: got a fresh OAuth token from oauth_token_command", w->name);
+	secret_free(w->oauth_token); /* none is expected: a link that closed dropped its own */
+	w->oauth_token = token;
+	watch_link_new(w);
+}
+
+/* Run from the gate slot: the token is part of the attempt, so a thousand watches of one
+ * account do not run a thousand helpers at once. */
+static void token_fetch(struct watch *w)
+{
+	int r;
+
+	r = spawn_capture(w->ctx->event, w->cfg->oauth_token_command, w->token_label,
+			  TOKEN_TIMEOUT, on_token, w, &w->token_job);
+	if (r < 0) {
+		log_debug_errno(r, "%s: cannot start oauth_token_command: %m", w->name);
+		token_failed(w, strerror(-r));
+	}
+}
+
+static void watch_connect_now(void *userdata)
+{
+	struct watch *w = userdata;
+
+	state_load_once(w);
+	if (wants_token(w))
+		token_fetch(w);
+	else
+		watch_link_new(w);
 }
 
 static void watch_connect(struct watch *w)
@@ -351,7 +436,7 @@ static void watch_connect(struct watch *w)
 
 void watch_start(struct watch *w)
 {
-	if (!w->link && !w->retry && !w->slot.waiting)
+	if (!w->link && !w->retry && !w->slot.waiting && !w->token_job)
 		watch_connect(w);
 }
 
@@ -365,8 +450,11 @@ struct watch *watch_free(struct watch *w)
 		on_flush(NULL, w);
 	sd_event_source_disable_unref(w->flush);
 	sd_event_source_disable_unref(w->retry);
+	spawn_job_free(w->token_job);
 	gate_leave(w->ctx->gate, &w->slot);
 	link_release(w->link);
+	secret_free(w->oauth_token);
+	free(w->token_label);
 	free(w->last_error);
 	free(w->mailbox);
 	free(w->name);
@@ -387,6 +475,11 @@ int watch_new(const struct watch_context *ctx, const struct config_account *cfg,
 	w->mailbox = strdup(mailbox);
 	if (!w->mailbox || asprintf(&w->name, "%s/%s", cfg->name, mailbox) < 0) {
 		w->name = NULL;
+		watch_free(w);
+		return -ENOMEM;
+	}
+	if (asprintf(&w->token_label, "%s: oauth_token_command", w->name) < 0) {
+		w->token_label = NULL;
 		watch_free(w);
 		return -ENOMEM;
 	}

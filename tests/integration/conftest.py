@@ -81,7 +81,7 @@ def mail_user(dovecot):
 @pytest.fixture
 def dovecot_factory(pki):
     """make(**kw) -> a started private Dovecot (kw: disable_idle, imap_capability,
-    extra_conf, mail_user), stopped at the end of the test."""
+    extra_conf, mail_user, auth_penalty, oauth2), stopped at the end of the test."""
     made = []
 
     def make(**kw):

@@ -158,7 +158,7 @@ class Dovecot:
     name = "dovecot"
 
     def __init__(self, pki, *, disable_idle=False, imap_capability=None, extra_conf="",
-                 mail_user=None, auth_penalty=False):
+                 mail_user=None, auth_penalty=False, oauth2=None):
         self.pki = pki
         self.dir = util.make_tmpdir("imapidled-dovecot-")
         self.conf_path = os.path.join(self.dir, "dovecot.conf")
@@ -177,6 +177,11 @@ class Dovecot:
                                                     else None)
         self.extra_conf = extra_conf
         self.auth_penalty = auth_penalty
+        # oauth2: settings for an oauth2 passdb (dovecot-oauth2.conf.ext), e.g.
+        # {"introspection_mode": "post", "introspection_url": "http://127.0.0.1:P/introspect",
+        #  "username_attribute": "username"}. It then offers AUTH=XOAUTH2 and AUTH=OAUTHBEARER
+        # and checks their tokens there; PLAIN and LOGIN still use the users' passwords.
+        self.oauth2 = dict(oauth2) if oauth2 else None
         self.users = {}
         self.proc = None
         self._lock = threading.Lock()
@@ -222,6 +227,12 @@ class Dovecot:
         # more (a failed login is then answered after a flat ~0.5 s).
         penalty = ("" if self.auth_penalty else
                    "  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n")
+        oauth2_mechanisms = oauth2_passdb = passwd_mechanisms = ""
+        if self.oauth2 is not None:
+            oauth2_mechanisms = " xoauth2 oauthbearer"
+            oauth2_passdb = ("passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+                             f"  args = {self._write_oauth2_conf()}\n}}\n")
+            passwd_mechanisms = "\n  mechanisms = plain login"
         conf = f"""# Written by the imapidled test harness; includes nothing from /etc/dovecot.
 base_dir = {self.base_dir}
 state_dir = {self.dir}/state
@@ -242,14 +253,14 @@ ssl_cert = <{self.pki.server_cert}
 ssl_key = <{self.pki.server_key}
 ssl_min_protocol = TLSv1.2
 
-auth_mechanisms = plain login
+auth_mechanisms = plain login{oauth2_mechanisms}
 disable_plaintext_auth = yes
 auth_verbose = yes
 # Failed logins are answered at once (default: after 2 s), which keeps auth-failure tests fast.
 auth_failure_delay = 0
-passdb {{
+{oauth2_passdb}passdb {{
   driver = passwd-file
-  args = scheme=PLAIN {self.users_dir}/%Lu
+  args = scheme=PLAIN {self.users_dir}/%Lu{passwd_mechanisms}
 }}
 userdb {{
   driver = static
@@ -288,6 +299,12 @@ service imap-login {{
 """
         with open(self.conf_path, "w") as f:
             f.write(conf)
+
+    def _write_oauth2_conf(self):
+        path = os.path.join(self.dir, "dovecot-oauth2.conf.ext")
+        with open(path, "w") as f:
+            f.writelines(f"{k} = {v}\n" for k, v in self.oauth2.items())
+        return path
 
     def _write_passwd(self, name, password):
         """One passwd-file per user (the passdb path has %u in it): Dovecot re-reads a
