@@ -18,6 +18,12 @@ size_t account_n_watches(const struct account *a);
 size_t account_n_idle(const struct account *a);
 const char *account_name(const struct account *a);
 
+/* Fetch the account's OAuth token by running oauth_token_command now (blocking: for
+ * `imapidled check`; the daemon runs it without blocking before each connect). NULL when the
+ * account has no token command. Failures are printed once with the config place. */
+int account_fetch_token(const struct config *config, const struct config_account *cfg,
+			char **ret);
+
 /* Fetch the account's password per its secret_source, or NULL when it uses OAuth only. */
 int account_fetch_password(const struct config *config, const struct config_account *cfg,
 			   char **ret);

@@ -122,7 +122,8 @@ char *strstrip(char *s);
 /* Parse an unsigned decimal number with range check; no sign, no trailing junk. */
 int safe_atou64(const char *s, uint64_t *ret);
 
-/* Format a duration as "30s", "20m", "1h30m" into buf; returns buf. */
+/* Format a duration as "30s", "20m", "1h30m" into buf: the two largest units, the rest
+ * dropped ("15m9s" for 15 min 9.2 s). Returns buf. */
 const char *format_duration(char *buf, size_t size, usec_t u);
 
 /* Current time on a clock, in microseconds. */

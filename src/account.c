@@ -37,6 +37,33 @@ int account_fetch_password(const struct config *config, const struct config_acco
 	return 0;
 }
 
+int account_fetch_token(const struct config *config, const struct config_account *cfg,
+			char **ret)
+{
+	_cleanup_free_ char *section = NULL, *error = NULL;
+	struct secret_source src = {
+		.kind = SECRET_COMMAND,
+		.argv = cfg->oauth_token_command,
+		.key = (char *)"oauth_token_command",
+	};
+	char *token = NULL;
+	int r;
+
+	if (!cfg->oauth_token_command) {
+		*ret = NULL;
+		return 0;
+	}
+	if (asprintf(&section, "account %s", cfg->name) < 0)
+		return log_oom();
+	r = secret_fetch(&src, config->path, section, SECRET_TIMEOUT, &token, &error);
+	if (r < 0) {
+		log_config_error(error ? error : "cannot fetch the OAuth token");
+		return r;
+	}
+	*ret = token;
+	return 0;
+}
+
 struct account *account_free(struct account *a)
 {
 	if (!a)

@@ -1158,6 +1158,9 @@ static int open_account(struct parser *p, const char *name)
 
 static int account_check_password(struct parser *p, struct config_account *a)
 {
+	/* auto logs in with OAuth when a token command is the only secret given. */
+	if (a->auth == AUTH_AUTO && a->password.kind == SECRET_NONE && a->oauth_token_command)
+		return 0;
 	if (a->auth == AUTH_XOAUTH2 || a->auth == AUTH_OAUTHBEARER) {
 		if (!a->oauth_token_command)
 			return fail_at(p, p->section_line, p->section, "oauth_token_command",

@@ -26,6 +26,7 @@ struct manager {
 	sd_event_source *sig_term, *sig_int, *sig_hup;
 	sd_event_source *ready; /* one-shot: READY=1 from inside the running loop */
 	bool all_idle_logged;
+	bool stop; /* SIGTERM/SIGINT: leave the loop */
 };
 
 static size_t manager_count(const struct manager *m, size_t (*count)(const struct account *))
@@ -59,7 +60,10 @@ static int on_terminate(sd_event_source *s, const struct signalfd_siginfo *si, v
 
 	log_info("received %s, shutting down", strsignal((int)si->ssi_signo));
 	sd_notify(0, "STOPPING=1");
-	return sd_event_exit(m->event, EX_OK);
+	/* Not sd_event_exit(): a finished loop never runs the deferred frees that objects
+	 * released in this very iteration are waiting for (see manager_free). */
+	m->stop = true;
+	return 0;
 }
 
 static int on_hangup(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
@@ -110,6 +114,9 @@ static struct manager *manager_free(struct manager *m)
 	for (size_t i = 0; i < m->n_accounts; i++)
 		account_free(m->accounts[i]);
 	free(m->accounts);
+	/* Links released by the watches are freed from the loop: let it run dry. */
+	while (m->event && sd_event_run(m->event, 0) > 0)
+		;
 	dispatch_free(m->dispatch);
 	gate_free(m->gate);
 	sd_event_source_disable_unref(m->sig_term);
@@ -200,13 +207,15 @@ int manager_main(struct config *config, const char *config_arg)
 	log_info("imapidled %s starting with %s", VERSION, m->config->path);
 	for (size_t i = 0; i < m->n_accounts; i++)
 		account_start(m->accounts[i]);
-	r = sd_event_loop(m->event);
+	r = 0;
+	while (!m->stop && r >= 0)
+		r = sd_event_run(m->event, UINT64_MAX);
 	manager_free(m);
 	if (r < 0) {
 		log_error_errno(r, "Event loop failed: %m");
 		return EX_SOFTWARE;
 	}
-	return r;
+	return EX_OK;
 }
 
 int manager_check_secrets(const struct config *c)

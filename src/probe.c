@@ -15,6 +15,7 @@ struct probe_account {
 	struct probe *probe;
 	const struct config_account *cfg;
 	char *password;
+	char *token; /* OAuth access token from oauth_token_command */
 	struct link *link;
 	char **listed;      /* selectable mailboxes the server listed */
 	uint64_t caps;
@@ -68,6 +69,8 @@ static int probe_start(struct probe *p, const struct config *config, struct prob
 	const struct config_account *c = a->cfg;
 	int r = account_fetch_password(config, c, &a->password);
 
+	if (r >= 0)
+		r = account_fetch_token(config, c, &a->token);
 	if (r < 0)
 		return r;
 	struct conn_params cp = {
@@ -88,6 +91,7 @@ static int probe_start(struct probe *p, const struct config *config, struct prob
 		.port = c->port,
 		.username = c->username,
 		.password = a->password,
+		.oauth_token = a->token,
 		.auth = c->auth,
 		.send_id = c->send_id,
 		.reply_timeout = c->reply_timeout,
@@ -144,6 +148,7 @@ static void probe_free(struct probe *p)
 	for (size_t i = 0; i < p->n_accounts; i++) {
 		link_release(p->accounts[i].link);
 		secret_free(p->accounts[i].password);
+		secret_free(p->accounts[i].token);
 		strv_free(p->accounts[i].listed);
 		free(p->accounts[i].why);
 	}

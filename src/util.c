@@ -144,9 +144,14 @@ const char *format_duration(char *buf, size_t size, usec_t u)
 		snprintf(buf, size, "0s");
 		return buf;
 	}
-	for (size_t i = 0; i < ELEMENTSOF(units) && off < size; i++) {
-		if (u < units[i].usec)
+	/* Two units are as precise as a person reads: "15m9s", not "15m9s211ms481us". */
+	for (size_t i = 0, shown = 0; i < ELEMENTSOF(units) && off < size && shown < 2; i++) {
+		if (u < units[i].usec) {
+			if (shown)
+				break;
 			continue;
+		}
+		shown++;
 		int n = snprintf(buf + off, size - off, "%llu%s",
 				 (unsigned long long)(u / units[i].usec), units[i].suffix);
 		if (n < 0)

@@ -54,6 +54,12 @@ static void test_format_duration(void **state)
 	assert_string_equal(format_duration(buf, sizeof(buf), 90 * USEC_PER_MINUTE), "1h30m");
 	assert_string_equal(format_duration(buf, sizeof(buf), 1500 * USEC_PER_MSEC), "1s500ms");
 	assert_string_equal(format_duration(buf, sizeof(buf), USEC_INFINITY), "infinity");
+	/* Two units at most, and no gap: 1h0m5s is "1h", not "1h5s". */
+	assert_string_equal(format_duration(buf, sizeof(buf), 15 * USEC_PER_MINUTE +
+							      9211481),
+			    "15m9s");
+	assert_string_equal(format_duration(buf, sizeof(buf), USEC_PER_HOUR + 5 * USEC_PER_SEC),
+			    "1h");
 }
 
 int main(void)
