@@ -30,8 +30,9 @@ int log_level_from_string(const char *s);
 const char *log_level_to_string(int level);
 
 /* Register a secret whose every occurrence is replaced by "***" in log lines. The
- * registry keeps a wiped-on-removal copy; strings shorter than 3 bytes are ignored because
- * redacting them would mangle ordinary text. */
+ * registry keeps a wiped-on-removal copy and counts holders: each add needs its remove.
+ * Strings shorter than 3 bytes are ignored because redacting them would mangle ordinary
+ * text. */
 int log_secret_add(const char *secret);
 void log_secret_remove(const char *secret);
 void log_secret_clear(void);

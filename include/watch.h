@@ -9,18 +9,18 @@
 
 #include "config.h"
 
+struct dispatch;
+struct gate;
 struct resolver;
 struct watch;
-struct mail_event;
 
 /* What every watch shares; owned by the manager and outliving the watches. */
 struct watch_context {
 	sd_event *event;
 	struct resolver *resolver;
 	const char *state_dir;
-	/* Hand a new event to whoever routes it; NULL: only logged. The callee takes a
-	 * reference if it keeps the event. */
-	void (*deliver)(void *userdata, struct mail_event *e);
+	struct dispatch *dispatch; /* routes events to the account's sinks */
+	struct gate *gate;         /* caps connection attempts in flight; may be NULL */
 	/* Something a status line would show changed (idle, reconnecting, new mail). */
 	void (*changed)(void *userdata);
 	void *userdata;

@@ -10,7 +10,15 @@ static int max_level = LOG_INFO;
 static bool to_journal;
 static log_sink_fn sink;
 static void *sink_userdata;
-static char **secrets; /* owned copies, wiped on removal */
+/* Owned copies, wiped on removal, each with the number of its holders: two accounts (or
+ * the old and the new config during a reload) may share a password, and the first to let
+ * go must not end its redaction for the other. */
+struct secret {
+	char *text;
+	unsigned holders;
+};
+static struct secret *secrets;
+static size_t n_secrets;
 
 static const char *const level_names[] = {
 	[LOG_EMERG] = "emerg", [LOG_ALERT] = "alert", [LOG_CRIT] = "crit",
@@ -69,36 +77,49 @@ const char *log_level_to_string(int level)
 
 int log_secret_add(const char *secret)
 {
+	struct secret *grown;
+	char *copy;
+
 	if (!secret || strlen(secret) < 3)
 		return 0;
-	for (char **i = secrets; i && *i; i++)
-		if (streq(*i, secret))
+	for (size_t i = 0; i < n_secrets; i++)
+		if (streq(secrets[i].text, secret)) {
+			secrets[i].holders++;
 			return 0;
-	return strv_extend(&secrets, secret);
+		}
+	grown = reallocarray(secrets, n_secrets + 1, sizeof(*secrets));
+	if (!grown)
+		return -ENOMEM;
+	secrets = grown;
+	copy = strdup(secret);
+	if (!copy)
+		return -ENOMEM;
+	secrets[n_secrets++] = (struct secret){ copy, 1 };
+	return 0;
 }
 
-static void secret_drop_at(size_t idx)
+static void secret_drop_at(size_t i)
 {
-	size_t n = strv_length(secrets);
-
-	secure_free(secrets[idx]);
-	memmove(secrets + idx, secrets + idx + 1, (n - idx) * sizeof(char *));
+	secure_free(secrets[i].text);
+	memmove(secrets + i, secrets + i + 1, (n_secrets - i - 1) * sizeof(*secrets));
+	if (--n_secrets == 0)
+		secrets = mfree(secrets);
 }
 
 void log_secret_remove(const char *secret)
 {
-	for (size_t i = 0; secret && secrets && secrets[i]; i++)
-		if (streq(secrets[i], secret)) {
-			secret_drop_at(i);
+	for (size_t i = 0; secret && i < n_secrets; i++)
+		if (streq(secrets[i].text, secret)) {
+			if (--secrets[i].holders == 0)
+				secret_drop_at(i);
 			return;
 		}
 }
 
 void log_secret_clear(void)
 {
-	while (secrets && secrets[0])
-		secret_drop_at(0);
-	secrets = mfree(secrets);
+	while (n_secrets > 0)
+		secret_drop_at(n_secrets - 1);
 }
 
 void log_set_sink(log_sink_fn fn, void *userdata)
@@ -109,11 +130,12 @@ void log_set_sink(log_sink_fn fn, void *userdata)
 
 void log_redact(char *buf)
 {
-	for (char **s = secrets; s && *s; s++) {
-		size_t len = strlen(*s);
+	for (size_t i = 0; i < n_secrets; i++) {
+		const char *secret = secrets[i].text;
+		size_t len = strlen(secret);
 		char *p;
 
-		while ((p = strstr(buf, *s))) {
+		while ((p = strstr(buf, secret))) {
 			memcpy(p, "***", 3);
 			memmove(p + 3, p + len, strlen(p + len) + 1);
 		}

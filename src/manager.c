@@ -7,6 +7,8 @@
 #include <systemd/sd-event.h>
 
 #include "account.h"
+#include "dispatch.h"
+#include "gate.h"
 #include "log.h"
 #include "net/resolve.h"
 #include "secret.h"
@@ -15,6 +17,8 @@
 struct manager {
 	sd_event *event;
 	struct resolver *resolver;
+	struct dispatch *dispatch;
+	struct gate *gate;
 	struct config *config;
 	struct watch_context ctx;
 	struct account **accounts;
@@ -88,6 +92,7 @@ static int manager_add_signals(struct manager *m)
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGHUP);
+	sigaddset(&mask, SIGCHLD); /* sd-event reaps the exec sink's children */
 	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
 		return -errno;
 	r = sd_event_add_signal(m->event, &m->sig_term, SIGTERM, on_terminate, m);
@@ -105,6 +110,8 @@ static struct manager *manager_free(struct manager *m)
 	for (size_t i = 0; i < m->n_accounts; i++)
 		account_free(m->accounts[i]);
 	free(m->accounts);
+	dispatch_free(m->dispatch);
+	gate_free(m->gate);
 	sd_event_source_disable_unref(m->sig_term);
 	sd_event_source_disable_unref(m->sig_int);
 	sd_event_source_disable_unref(m->sig_hup);
@@ -146,7 +153,8 @@ static int manager_new(struct config *config, struct manager **ret)
 	/* Pings the service manager from the loop itself, so a wedged loop is restarted. */
 	sd_event_set_watchdog(m->event, true);
 	m->resolver = resolver_new(m->event);
-	if (!m->resolver) {
+	m->gate = gate_new(m->event, config->max_connecting);
+	if (!m->resolver || !m->gate) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -154,6 +162,7 @@ static int manager_new(struct config *config, struct manager **ret)
 		.event = m->event,
 		.resolver = m->resolver,
 		.state_dir = config->state_dir,
+		.gate = m->gate,
 		.changed = manager_changed,
 		.userdata = m,
 	};
@@ -162,6 +171,12 @@ static int manager_new(struct config *config, struct manager **ret)
 		r = sd_event_add_defer(m->event, &m->ready, on_ready, m);
 	if (r < 0)
 		goto fail;
+	r = dispatch_new(m->event, config, &m->dispatch);
+	if (r < 0) {
+		manager_free(m);
+		return log_error_errno(r, "Cannot set up the sinks: %m");
+	}
+	m->ctx.dispatch = m->dispatch;
 	r = manager_add_accounts(m);
 	if (r < 0) {
 		manager_free(m);

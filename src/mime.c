@@ -362,7 +362,12 @@ static const struct {
 };
 
 /* iconv descriptors opened during one call, also remembering failures, so a header that
- * repeats a charset opens it once. Closed when the call ends. */
+ * repeats a charset opens it once. Closed when the call ends.
+ *
+ * Eviction closes a descriptor, and glibc writes into a closed one without complaint, so
+ * lookups happen in one place only (charset_resolve), at a moment when the only
+ * descriptor still in use is the pending run's: that one is pinned. The Windows-1252
+ * fallback, needed at any moment, has a slot of its own outside the rotation. */
 #define CONV_SLOTS 8
 struct conv_cache {
 	struct {
@@ -371,6 +376,8 @@ struct conv_cache {
 	} slot[CONV_SLOTS];
 	size_t next;
 	iconv_t pinned; /* in use by the pending run of words: never evicted */
+	iconv_t fallback;
+	bool fallback_tried;
 };
 
 static void conv_cache_init(struct conv_cache *c)
@@ -381,6 +388,8 @@ static void conv_cache_init(struct conv_cache *c)
 	}
 	c->next = 0;
 	c->pinned = (iconv_t)-1;
+	c->fallback = (iconv_t)-1;
+	c->fallback_tried = false;
 }
 
 static void conv_cache_done(struct conv_cache *c)
@@ -388,7 +397,18 @@ static void conv_cache_done(struct conv_cache *c)
 	for (size_t i = 0; i < CONV_SLOTS; i++)
 		if (c->slot[i].cd != (iconv_t)-1)
 			iconv_close(c->slot[i].cd);
+	if (c->fallback != (iconv_t)-1)
+		iconv_close(c->fallback);
 	conv_cache_init(c);
+}
+
+static iconv_t conv_cache_fallback(struct conv_cache *c)
+{
+	if (!c->fallback_tried) {
+		c->fallback = iconv_open("UTF-8", "WINDOWS-1252");
+		c->fallback_tried = true;
+	}
+	return c->fallback;
 }
 
 /* Open (or find) a decoder from `target` to UTF-8, cached under `label`. */
@@ -502,7 +522,7 @@ static void sink_put_raw(struct sink *s, struct conv_cache *c, const char *in, s
 		}
 		for (bad = 1; i + bad < n && utf8_decode(p + i + bad, n - i - bad, &cp) == 0; bad++)
 			;
-		cd = conv_cache_get(c, "windows-1252", "WINDOWS-1252");
+		cd = conv_cache_fallback(c);
 		if (cd != (iconv_t)-1) {
 			sink_put_iconv(s, cd, in + i, bad);
 		} else {

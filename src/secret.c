@@ -32,16 +32,6 @@ struct fetch {
 	bool reported; /* *ret_error was written */
 };
 
-/* Secrets handed out, counted: the logger's registry is a set, so without the count the
- * first of two users of the same password (two accounts, or old and new config during a
- * reload) to free it would stop its redaction for the other. */
-struct registered {
-	char *secret;
-	unsigned n;
-};
-static struct registered *registry;
-static size_t n_registry;
-
 static void wipe_bufp(char **p)
 {
 	if (*p) {
@@ -90,54 +80,11 @@ _printf_(3, 4) static int fetch_fail(struct fetch *f, int r, const char *fmt, ..
 	return r;
 }
 
-static int registry_add(const char *secret)
-{
-	struct registered *grown;
-	char *copy;
-	int r;
-
-	for (size_t i = 0; i < n_registry; i++)
-		if (streq(registry[i].secret, secret)) {
-			registry[i].n++;
-			return 0;
-		}
-	grown = reallocarray(registry, n_registry + 1, sizeof(*registry));
-	if (!grown)
-		return -ENOMEM;
-	registry = grown;
-	copy = strdup(secret);
-	if (!copy)
-		return -ENOMEM;
-	r = log_secret_add(secret);
-	if (r < 0) {
-		secure_free(copy);
-		return r;
-	}
-	registry[n_registry++] = (struct registered){ copy, 1 };
-	return 0;
-}
-
-static void registry_remove(const char *secret)
-{
-	for (size_t i = 0; i < n_registry; i++) {
-		if (!streq(registry[i].secret, secret))
-			continue;
-		if (--registry[i].n > 0)
-			return;
-		log_secret_remove(secret);
-		secure_free(registry[i].secret);
-		memmove(registry + i, registry + i + 1, (n_registry - i - 1) * sizeof(*registry));
-		if (--n_registry == 0)
-			registry = mfree(registry);
-		return;
-	}
-}
-
 char *secret_free(char *secret)
 {
 	if (!secret)
 		return NULL;
-	registry_remove(secret);
+	log_secret_remove(secret);
 	return secure_free(secret);
 }
 
@@ -456,7 +403,7 @@ int secret_fetch(const struct secret_source *src, const char *config_path, const
 		r = fetch_fail(&f, -EINVAL, "no secret is configured");
 	}
 	if (r >= 0)
-		r = registry_add(s);
+		r = log_secret_add(s);
 	if (r < 0)
 		return fetch_fail(&f, r, "%s", strerror(-r)); /* no-op when already reported */
 	*ret_secret = TAKE_PTR(s);

@@ -5,7 +5,9 @@
 #include <time.h>
 
 #include "backoff.h"
+#include "dispatch.h"
 #include "event.h"
+#include "gate.h"
 #include "link.h"
 #include "log.h"
 #include "message.h"
@@ -22,11 +24,13 @@ struct watch {
 	char *name; /* "account/mailbox", for logs */
 
 	struct link *link;
+	struct gate_slot slot; /* held from connect until idle or failure */
 	sd_event_source *retry;
 	sd_event_source *flush; /* deferred state write */
 	struct backoff backoff;
 
-	struct mailbox_state state; /* what has been reported; persisted */
+	struct mailbox_state state; /* what the sinks have accepted; persisted */
+	uint32_t reported_uid;      /* highest UID handed to the dispatcher (same UIDVALIDITY) */
 	bool state_loaded;
 	bool state_dirty;
 
@@ -116,19 +120,35 @@ static void on_selected(void *userdata, uint32_t uidvalidity, uint32_t last_uid,
 			 uidvalidity);
 	else if (w->state.uid < last_uid)
 		log_debug("%s: resuming after UID %u", w->name, last_uid);
+	if (w->state.uidvalidity != uidvalidity)
+		w->reported_uid = 0;
+	w->reported_uid = MAX(w->reported_uid, last_uid);
 	w->state.uidvalidity = uidvalidity; /* the epoch of every UID that follows */
 	if (baseline)
 		state_advance(w, uidvalidity, last_uid);
 }
 
+static void on_accepted(void *userdata, struct mail_event *e)
+{
+	struct watch *w = userdata;
+
+	state_advance(w, e->uidvalidity, e->uid);
+}
+
 static void deliver(struct watch *w, struct mail_event *e)
 {
-	if (w->ctx->deliver)
-		w->ctx->deliver(w->ctx->userdata, e);
+	int r;
+
+	if (mail_event_is_summary(e))
+		log_info("%s: %u new messages (UID %u to %u)", w->name, e->count, e->first_uid,
+			 e->uid);
 	else
 		log_info("%s: new mail, UID %u, from %s: %s", w->name, e->uid,
 			 e->from.name ? e->from.name : strna(e->from.address), strempty(e->subject));
-	state_advance(w, e->uidvalidity, e->uid);
+	w->reported_uid = MAX(w->reported_uid, e->uid);
+	r = dispatch_submit(w->ctx->dispatch, w->cfg->sinks, w->cfg->n_sinks, e, on_accepted, w);
+	if (r < 0)
+		log_error_errno(r, "%s: cannot dispatch UID %u: %m", w->name, e->uid);
 	mail_event_unref(e);
 }
 
@@ -168,6 +188,7 @@ static void on_skipped(void *userdata, uint32_t uid)
 	struct watch *w = userdata;
 
 	log_debug("%s: UID %u is already \\Seen, skipping", w->name, uid);
+	w->reported_uid = MAX(w->reported_uid, uid);
 	state_advance(w, w->state.uidvalidity, uid);
 }
 
@@ -177,6 +198,7 @@ static void on_idle(void *userdata)
 
 	if (w->idle)
 		return;
+	gate_leave(w->ctx->gate, &w->slot);
 	w->idle = true;
 	w->idle_since = now_usec(CLOCK_BOOTTIME);
 	if (w->last_error) {
@@ -240,6 +262,7 @@ static void on_closed(void *userdata, enum imap_failure failure, int error, cons
 	bool repeat;
 
 	w->link = link_release(w->link);
+	gate_leave(w->ctx->gate, &w->slot);
 	if (w->idle && now - w->idle_since >= HEALTHY_AFTER)
 		backoff_reset(&w->backoff);
 	w->idle = false;
@@ -271,8 +294,9 @@ static const struct imap_session_ops watch_ops = {
 
 /* ---- connecting ------------------------------------------------------------------------ */
 
-static void watch_connect(struct watch *w)
+static void watch_connect_now(void *userdata)
 {
+	struct watch *w = userdata;
 	const struct config_account *c = w->cfg;
 	int r;
 
@@ -300,7 +324,8 @@ static void watch_connect(struct watch *w)
 		.mailbox = w->mailbox,
 		.known = w->state.known,
 		.uidvalidity = w->state.uidvalidity,
-		.last_uid = w->state.uid,
+		/* Events still on their way through the sinks are not fetched again. */
+		.last_uid = MAX(w->state.uid, w->reported_uid),
 		.catch_up = c->catch_up,
 		.skip_seen = c->skip_seen,
 		.idle_refresh = c->idle_refresh,
@@ -310,14 +335,23 @@ static void watch_connect(struct watch *w)
 	};
 	r = link_new(w->ctx->event, w->ctx->resolver, &cp, &sp, &watch_ops, w, &w->link);
 	if (r < 0) {
+		gate_leave(w->ctx->gate, &w->slot);
 		log_error_errno(r, "%s: cannot start connecting: %m", w->name);
 		schedule_retry(w, backoff_next(&w->backoff, BACKOFF_RETRY_LATER));
 	}
 }
 
+static void watch_connect(struct watch *w)
+{
+	if (w->ctx->gate)
+		gate_enter(w->ctx->gate, &w->slot, watch_connect_now, w);
+	else
+		watch_connect_now(w);
+}
+
 void watch_start(struct watch *w)
 {
-	if (!w->link && !w->retry)
+	if (!w->link && !w->retry && !w->slot.waiting)
 		watch_connect(w);
 }
 
@@ -325,10 +359,13 @@ struct watch *watch_free(struct watch *w)
 {
 	if (!w)
 		return NULL;
+	if (w->ctx->dispatch)
+		dispatch_forget(w->ctx->dispatch, w);
 	if (w->state_dirty)
 		on_flush(NULL, w);
 	sd_event_source_disable_unref(w->flush);
 	sd_event_source_disable_unref(w->retry);
+	gate_leave(w->ctx->gate, &w->slot);
 	link_release(w->link);
 	free(w->last_error);
 	free(w->mailbox);

@@ -315,7 +315,7 @@ static int frame_scan(struct imap_parser *p)
 	while (!p->frame_end) {
 		const char *b = p->buf + p->start;
 		size_t avail = p->len - p->start;
-		uint64_t lit;
+		uint64_t lit = 0;
 		int r;
 
 		if (p->lit_left > 0) {
@@ -328,7 +328,8 @@ static int frame_scan(struct imap_parser *p)
 			continue;
 		}
 
-		const char *lf = p->scan < avail ? memchr(b + p->scan, '\n', avail - p->scan) : NULL;
+		const char *lf =
+			p->scan < avail ? memchr(b + p->scan, '\n', avail - p->scan) : NULL;
 		if (!lf) {
 			p->scan = avail;
 			r = check_line(p, avail - p->line_start);
@@ -900,8 +901,10 @@ static int parse_code(struct cursor *c, struct imap_response *r)
 			c->p->n_stack = base;
 			c->pos++;
 			k = code_args_raw(c, r);
-			if (k <= 0)
-				return k < 0 ? k : (c->pos = bracket, 0);
+			if (k < 0)
+				return k;
+			if (k == 0)
+				goto not_code;
 		} else if (k < 0) {
 			return k;
 		} else {

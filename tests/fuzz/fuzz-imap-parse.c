@@ -34,8 +34,69 @@ static void use_response(const struct imap_response *r)
 		assert(r->text);
 }
 
+/* FNV-1a over everything a response carries, to compare two parses of the same bytes. */
+static uint64_t hash_bytes(uint64_t h, const void *p, size_t n)
+{
+	const unsigned char *b = p;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * UINT64_C(0x100000001b3);
+	return h;
+}
+
+static uint64_t hash_str(uint64_t h, const char *s)
+{
+	return s ? hash_bytes(h, s, strlen(s) + 1) : hash_bytes(h, "\xff", 1);
+}
+
+static uint64_t hash_values(uint64_t h, const struct imap_value *v, size_t n)
+{
+	h = hash_bytes(h, &n, sizeof(n));
+	for (size_t i = 0; i < n; i++) {
+		h = hash_bytes(h, &v[i].type, sizeof(v[i].type));
+		if (v[i].str)
+			h = hash_bytes(h, v[i].str, v[i].len);
+		h = hash_bytes(h, &v[i].num, sizeof(v[i].num));
+		h = hash_values(h, v[i].items, v[i].n_items);
+	}
+	return h;
+}
+
+static uint64_t hash_response(uint64_t h, const struct imap_response *r)
+{
+	h = hash_bytes(h, &r->kind, sizeof(r->kind));
+	h = hash_bytes(h, &r->status, sizeof(r->status));
+	h = hash_str(h, r->tag);
+	h = hash_str(h, r->code);
+	h = hash_values(h, r->code_args, r->n_code_args);
+	h = hash_str(h, r->text);
+	h = hash_bytes(h, &r->number, sizeof(r->number));
+	h = hash_str(h, r->name);
+	return hash_values(h, r->args, r->n_args);
+}
+
+/* The same bytes fed whole must give the same responses and the same end. */
+static void check_whole(const uint8_t *data, size_t size, uint64_t want_hash, int want_end,
+			size_t want_left)
+{
+	struct imap_parser *p = imap_parser_new(NULL);
+	const struct imap_response *r;
+	uint64_t h = 0xcbf29ce484222325;
+	int k;
+
+	assert(p);
+	k = imap_parser_feed(p, data, size);
+	while (k >= 0 && (k = imap_parser_next(p, &r)) > 0)
+		h = hash_response(h, r);
+	assert(k == want_end);
+	assert(h == want_hash);
+	assert(imap_parser_buffered(p) == want_left);
+	imap_parser_free(p);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	uint64_t h = 0xcbf29ce484222325;
 	static const struct imap_limits small = {
 		.max_line = 64, .max_literal = 32, .max_depth = 3, .max_response = 256,
 	};
@@ -56,6 +117,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		pos += n;
 		while (k >= 0 && (k = imap_parser_next(p, &r)) > 0) {
 			use_response(r);
+			h = hash_response(h, r);
 			/* STARTTLS-style: drop what followed, sometimes */
 			if ((data[1] & 2) && r->kind == IMAP_RESP_TAGGED)
 				imap_parser_reset(p);
@@ -69,6 +131,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		assert(imap_parser_feed(p, "a1 OK\r\n", 7) == k);
 		assert(imap_parser_memory(p) == 0);
 	}
+	if ((data[1] & 3) == 0)
+		check_whole(data + 2, size - 2, h, k, imap_parser_buffered(p));
 	imap_parser_free(p);
 	return 0;
 }

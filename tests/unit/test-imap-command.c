@@ -137,7 +137,8 @@ static void test_quoting(void **state)
 	assert_int_equal(imap_cmd_astring(&c, "a%b*c]"), 0);
 	assert_int_equal(imap_cmd_string(&c, "atom"), 0);
 	assert_int_equal(imap_cmd_end(&c), 0);
-	expect_cmd(&c, "a1 X plain \"two words\" \"q\\\"b\\\\s\" \"\" \"nil\" \"a%b*c]\" \"atom\"\r\n");
+	expect_cmd(&c, "a1 X plain \"two words\" \"q\\\"b\\\\s\" \"\" \"nil\" \"a%b*c]\" "
+		       "\"atom\"\r\n");
 	assert_int_equal(imap_cmd_n_segments(&c), 1);
 
 	assert_int_equal(imap_cmd_astring(&c, "a\rb"), -EINVAL);
@@ -194,8 +195,8 @@ static void test_literals(void **state)
 	assert_int_equal(imap_cmd_astring(&c, "ä"), 0);
 	assert_int_equal(imap_cmd_astring(&c, big), 0);
 	assert_int_equal(imap_cmd_end(&c), 0);
-	assert_true(strncmp(c.buf, "a1 X {2+}\r\nä {4998}\r\n", strlen("a1 X {2+}\r\nä {4998}\r\n")) ==
-		    0);
+	static const char head[] = "a1 X {2+}\r\nä {4998}\r\n";
+	assert_true(strncmp(c.buf, head, strlen(head)) == 0);
 	assert_int_equal(imap_cmd_n_segments(&c), 2);
 	imap_cmd_done(&c);
 }

@@ -69,6 +69,18 @@ static void test_redaction(void **state)
 	assert_string_equal(last, "abc");
 }
 
+static void test_redaction_counts_holders(void **state)
+{
+	assert_int_equal(log_secret_add("shared-pass"), 0);
+	assert_int_equal(log_secret_add("shared-pass"), 0);
+	log_secret_remove("shared-pass");
+	log_info("still shared-pass");
+	assert_string_equal(last, "still ***");
+	log_secret_remove("shared-pass");
+	log_info("now shared-pass");
+	assert_string_equal(last, "now shared-pass");
+}
+
 static void test_control_characters(void **state)
 {
 	log_warning("server says: evil\r\n<3>forged\x1b[31m");
@@ -81,6 +93,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_levels, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_errno_return_and_percent_m, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_redaction, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_redaction_counts_holders, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_control_characters, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("log", tests, NULL, NULL);

@@ -1,0 +1,30 @@
+/* Routes each event to the sinks its account names, and tells the watch when every one of
+ * them has durably accepted it (exec: started; desktop: handed to the bus; webhook: in the
+ * spool). Only then does the watch advance its mailbox state, so a crash in between repeats
+ * an event rather than losing it.
+ *
+ * Each sink keeps its own queue, so a slow sink never holds up another; per sink, events are
+ * accepted in the order they were submitted, which keeps a mailbox's state moving forward. */
+#pragma once
+
+#include <systemd/sd-event.h>
+
+#include "config.h"
+#include "event.h"
+
+struct dispatch;
+
+/* Called once per submitted event, from the event loop, after all its sinks accepted it. */
+typedef void (*dispatch_accepted_fn)(void *userdata, struct mail_event *e);
+
+/* Builds one sink per [exec]/[webhook]/[desktop] section of c. c must outlive it. */
+int dispatch_new(sd_event *e, const struct config *c, struct dispatch **ret);
+struct dispatch *dispatch_free(struct dispatch *d);
+
+/* Route e (a reference is taken) to the listed sinks; accepted(userdata, e) follows. With no
+ * sinks the event is accepted at once (from the loop). */
+int dispatch_submit(struct dispatch *d, const struct sink_ref *sinks, size_t n_sinks,
+		    struct mail_event *e, dispatch_accepted_fn accepted, void *userdata);
+
+/* The owner of userdata is going away: no more callbacks to it. */
+void dispatch_forget(struct dispatch *d, void *userdata);
