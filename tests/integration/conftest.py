@@ -208,11 +208,16 @@ def run_check(tmp_path, request):
 # -- events ----------------------------------------------------------------------------------
 
 @pytest.fixture
-def event_recorder(tmp_path):
-    """An events.EventRecorder under <tmp>/events: .configure(cfg) routes every account to
-    it, .attach(daemon), .events(), .wait_for(n), .wait_for_uid(), .assert_once(), .sync()."""
+def event_recorder():
+    """An events.EventRecorder (in a short private temp dir): .configure(cfg) routes every
+    account to it, .attach(daemon), .events(), .wait_for(n), .wait_for_uid(), .assert_once(),
+    .sync()."""
     from imapidled_test import events
-    return events.EventRecorder(tmp_path / "events")
+    rec = events.EventRecorder()
+    try:
+        yield rec
+    finally:
+        rec.close()
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ import re
 import threading
 import time
 
+from . import util
 from .daemon import REPO
 
 _SCRIPT = r'''import json, os, sys, time
@@ -60,22 +61,33 @@ def default_mode():
 class EventRecorder:
     """Collects the daemon's events (see the module docstring)."""
 
-    def __init__(self, directory, mode=None, sink="rec"):
-        self.dir = str(directory)
+    def __init__(self, directory=None, mode=None, sink="rec"):
+        # A short private dir by default: a config line holds at most 199 characters and
+        # pytest's tmp_path can be long.
+        self._own_dir = directory is None
+        self.dir = str(directory) if directory else util.make_tmpdir("imapidled-ev-")
         os.makedirs(self.dir, exist_ok=True)
         self.mode = mode or default_mode()
         self.sink = sink
         self.path = os.path.join(self.dir, "events.jsonl")
         self.script = os.path.join(self.dir, "record-events.py")
+        self.wrapper = os.path.join(self.dir, "rec")
         with open(self.script, "w") as f:
             f.write(_SCRIPT)
+        with open(self.wrapper, "w") as f:
+            f.write(f"#!/bin/sh\nexec /usr/bin/python3 -I -S {self.script} {self.path}\n")
+        os.chmod(self.wrapper, 0o755)
         self.daemons = []
         self._lock = threading.Lock()
+
+    def close(self):
+        if self._own_dir:
+            util.remove_tree(self.dir)
 
     # -- set-up ------------------------------------------------------------------------------
 
     def command(self):
-        return f"/usr/bin/python3 -I -S {self.script} {self.path}"
+        return self.wrapper
 
     def clock(self):
         """Now, on the clock of the events' "t" (wall time for exec, monotonic for log)."""
