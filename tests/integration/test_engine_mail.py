@@ -81,8 +81,9 @@ def test_two_accounts_three_mailboxes(dovecot, start, event_recorder, daemon_con
     event_recorder.assert_once(expected)
 
 
+@pytest.mark.parametrize("graceful", [False, True], ids=["killed", "bye"])
 def test_dovecot_restart_reports_mail_delivered_while_down(dovecot_factory, start,
-                                                           event_recorder):
+                                                           event_recorder, graceful):
     dv = dovecot_factory()
     user = dv.new_user()
     d = start(dv, user)
@@ -90,7 +91,7 @@ def test_dovecot_restart_reports_mail_delivered_while_down(dovecot_factory, star
     before = user.deliver(subject="before the outage")
     event_recorder.wait_for_uid("a", "INBOX", before)
     mark = d.mark()
-    dv.stop()
+    dv.stop(graceful=graceful)
     user.deliver_offline(subject="delivered while the server was down")
     d.wait_for_log(r"a/INBOX: .*reconnecting in", since=mark, timeout=10)
     dv.start()
@@ -130,6 +131,9 @@ def test_uidvalidity_change_reports_no_old_mail(dovecot, mail_user, start, event
     old_validity = mail_user.status()["UIDVALIDITY"]
     mark = d.mark()
     dovecot.set_uidvalidity(mail_user.name, "INBOX", old_validity + 7)
+    # A flag change wakes the IDLE session, whose sync then finds the new UIDVALIDITY (and
+    # Dovecot drops it); otherwise that waits for the next IDLE refresh.
+    dovecot.store_flags(mail_user.name, "INBOX", old[0], ["\\Flagged"])
     d.wait_for_log(rf"a/INBOX: UIDVALIDITY changed from {old_validity} to "
                    rf"{old_validity + 7}", since=mark, timeout=15)
     _idle(d, mail_user, since=mark)
@@ -178,15 +182,51 @@ def test_encoded_subjects_become_utf8(dovecot, mail_user, start, event_recorder)
     d = start(dovecot, mail_user)
     _idle(d, mail_user)
     uids = {}
-    for raw_subject, text in SUBJECTS:
-        raw = (f"From: =?ISO-8859-1?Q?J=F6rg?= <joerg@example.com>\r\n"
-               f"To: {mail_user.name}@example.com\r\nSubject: {raw_subject}\r\n"
-               f"Message-ID: <{len(uids)}.enc@imapidled.test>\r\n\r\nbody\r\n")
+    # RFC 2047 words, and raw 8-bit UTF-8 (RFC 6532; Dovecot sends it as a literal).
+    for raw_subject, text in SUBJECTS + [("Ünïcødé ohne Kodierung ✓".encode(),
+                                          "Ünïcødé ohne Kodierung ✓")]:
+        if isinstance(raw_subject, str):
+            raw_subject = raw_subject.encode()
+        raw = (b"From: =?ISO-8859-1?Q?J=F6rg?= <joerg@example.com>\r\n" +
+               f"To: {mail_user.name}@example.com\r\n".encode() +
+               b"Subject: " + raw_subject + b"\r\n" +
+               f"Message-ID: <{len(uids)}.enc@imapidled.test>\r\n\r\nbody\r\n".encode())
         uids[mail_user.deliver(raw=raw)] = text
     for uid, text in uids.items():
         ev = event_recorder.wait_for_uid("a", "INBOX", uid)
         assert ev["subject"] == text, (uid, ev["subject"], text)
         assert ev["from_name"] == "Jörg"
+
+
+def test_hostile_subject_is_sanitised(dovecot, mail_user, start, event_recorder):
+    """Control characters (an encoded CR LF, ESC, NUL) never reach a sink; an overlong
+    subject is cut on a character boundary."""
+    d = start(dovecot, mail_user)
+    _idle(d, mail_user)
+    evil = "=?UTF-8?Q?evil=0D=0AIMAPIDLED=5FX=3D1=1B[31m=00end?="
+    long_subject = "ä" * 3000
+    u1 = mail_user.deliver(raw=f"From: a@example.com\r\nSubject: {evil}\r\n\r\nx\r\n")
+    u2 = mail_user.deliver(subject=long_subject)
+    ev = event_recorder.wait_for_uid("a", "INBOX", u1)
+    assert "evil" in ev["subject"] and "end" in ev["subject"], ev["subject"]
+    assert not re.search(r"[\x00-\x1f\x7f]", ev["subject"]), repr(ev["subject"])
+    ev = event_recorder.wait_for_uid("a", "INBOX", u2)
+    assert ev["subject"] and set(ev["subject"].rstrip("…")) == {"ä"}, ev["subject"][-40:]
+    assert len(ev["subject"].encode()) <= 1024
+    assert d.running
+
+
+def test_mailbox_name_in_modified_utf7(dovecot, mail_user, start, event_recorder):
+    box = "Straße & Co"
+    dovecot.create_mailbox(mail_user.name, box)
+    d = start(dovecot, mail_user, mailboxes=[box])
+    _idle(d, mail_user, mailbox=box)
+    uid = mail_user.deliver(box, subject="to a non-ASCII mailbox")
+    ev = event_recorder.wait_for_uid("a", box, uid)
+    assert ev["mailbox"] == box
+    assert mail_user.deliver(subject="to INBOX, not watched")
+    sentinel = event_recorder.sync(mail_user, "a", box)
+    event_recorder.assert_once([("a", box, uid), ("a", box, sentinel)])
 
 
 def test_seen_message_is_skipped(dovecot, mail_user, start, event_recorder):
