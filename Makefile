@@ -120,7 +120,8 @@ demo:
 # libFuzzer: each target runs FUZZ_SECONDS on its corpus (new finds go to build/fuzz/).
 FUZZ_SECONDS ?= 30
 FUZZ_BUILD := build/fuzz
-FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined \
+	-fno-omit-frame-pointer
 FUZZ_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/%.o)
 
 $(FUZZ_BUILD)/%.o: %.c
@@ -130,7 +131,7 @@ $(FUZZ_BUILD)/%.o: %.c
 
 $(FUZZ_BUILD)/fuzz-%: tests/fuzz/fuzz-%.c $(FUZZ_OBJ)
 	$(CLANG) -std=gnu17 -D_GNU_SOURCE -Iinclude -g -O1 \
-		-fsanitize=fuzzer,address,undefined -o $@ $^ $(DEP_LIBS)
+		-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ $^ $(DEP_LIBS)
 
 fuzz: $(FUZZ_NAMES:%=$(FUZZ_BUILD)/%)
 	@scripts/deps

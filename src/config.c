@@ -65,6 +65,7 @@ struct parser {
 	uint64_t seen; /* bit i: keys[i] was given in this section */
 	unsigned key_line[KEYS_MAX];
 	const char *key; /* the key whose value is being parsed */
+	bool repeat;     /* ... and it was given before in this section */
 
 	unsigned imapidled_line;
 	char *exec_text[2]; /* command, post_command: split once shell= is known */
@@ -850,15 +851,26 @@ static int parse_mailboxes(struct parser *p, const struct key_def *k, const char
 		return r;
 	if (!list)
 		return fail_key(p, "expected at least one mailbox, got nothing");
-	for (size_t i = 0; list[i]; i++) {
-		if (has_control(list[i]))
+	/* Repeating the key appends: Debian's libinih cuts lines at 199 characters, so a
+	 * long list has to be spread over several lines. */
+	if (p->repeat) {
+		for (size_t i = 0; list[i]; i++) {
+			r = strv_extend(field, list[i]);
+			if (r < 0)
+				return r;
+		}
+		list = strv_free(list);
+	} else {
+		strv_free(*field);
+		*field = TAKE_PTR(list);
+	}
+	for (size_t i = 0; (*field)[i]; i++) {
+		if (has_control((*field)[i]))
 			return fail_key(p, "expected mailbox names without control characters");
 		for (size_t j = 0; j < i; j++)
-			if (mailbox_same(list[i], list[j]))
-				return fail_key(p, "\"%s\" is listed twice", list[i]);
+			if (mailbox_same((*field)[i], (*field)[j]))
+				return fail_key(p, "\"%s\" is listed twice", (*field)[i]);
 	}
-	strv_free(*field);
-	*field = TAKE_PTR(list);
 	return 0;
 }
 
@@ -892,30 +904,46 @@ static void sinks_free(struct sink_ref *sinks, size_t n)
 	free(sinks);
 }
 
+static bool sink_ref_equal(const struct sink_ref *a, const struct sink_ref *b)
+{
+	return a->type == b->type && streq_ptr(a->name, b->name);
+}
+
+/* Repeating the key appends, like mailboxes. */
 static int parse_sinks(struct parser *p, const struct key_def *k, const char *v, void *o)
 {
 	struct config_account *a = o;
 	_cleanup_strv_free_ char **list = NULL;
-	size_t n = 0;
 	int r = split_list(p, v, &list);
-	struct sink_ref *sinks = calloc(strv_length(list) + 1, sizeof(*sinks));
+	size_t base, n = 0;
+	struct sink_ref *sinks;
 
+	if (!p->repeat) {
+		sinks_free(a->sinks, a->n_sinks);
+		a->sinks = NULL;
+		a->n_sinks = 0;
+	}
+	base = a->n_sinks;
+	sinks = calloc(base + strv_length(list) + 1, sizeof(*sinks));
 	if (!sinks)
 		return -ENOMEM;
+	if (base)
+		memcpy(sinks, a->sinks, base * sizeof(*sinks));
+	free(a->sinks); /* its elements now belong to sinks */
+	a->sinks = NULL;
+	a->n_sinks = 0;
 	for (; r >= 0 && list && list[n]; n++) {
-		for (size_t j = 0; j < n; j++)
-			if (streq(list[j], list[n]))
+		r = sink_ref_parse(p, list[n], &sinks[base + n]);
+		for (size_t j = 0; r >= 0 && j < base + n; j++)
+			if (sink_ref_equal(&sinks[j], &sinks[base + n]))
 				r = fail_key(p, "\"%s\" is listed twice", list[n]);
-		if (r >= 0)
-			r = sink_ref_parse(p, list[n], &sinks[n]);
 	}
 	if (r < 0) {
-		sinks_free(sinks, n);
+		sinks_free(sinks, base + n);
 		return r;
 	}
-	sinks_free(a->sinks, a->n_sinks);
 	a->sinks = sinks;
-	a->n_sinks = n;
+	a->n_sinks = base + n;
 	a->sinks_line = p->line;
 	return 0;
 }
@@ -1030,8 +1058,8 @@ static const struct key_def account_keys[] = {
 	{ "auth", parse_auth, K(auth) },
 	{ "oauth_token_command", parse_argv, K(oauth_token_command) },
 	{ "send_id", parse_boolean, K(send_id) },
-	{ "mailboxes", parse_mailboxes, K(mailboxes) },
-	{ "sinks", parse_sinks },
+	{ "mailboxes", parse_mailboxes, K(mailboxes), .flags = KEY_REPEAT },
+	{ "sinks", parse_sinks, .flags = KEY_REPEAT },
 	{ "skip_seen", parse_boolean, K(skip_seen) },
 	{ "catch_up", parse_unsigned, K(catch_up), 0, 100000 },
 	/* RFC 2177: clients should re-issue IDLE at least every 29 minutes. */
@@ -1415,6 +1443,7 @@ static int handle_key(struct parser *p, const char *name, const char *value)
 	if ((p->seen & (1ULL << i)) && !(t->keys[i].flags & KEY_REPEAT))
 		return fail_at(p, p->line, p->section, name, "duplicate key (first at line %u)",
 			       p->key_line[i]);
+	p->repeat = (p->seen & (1ULL << i)) != 0;
 	p->seen |= 1ULL << i;
 	p->key_line[i] = p->line;
 	p->key = t->keys[i].name;

@@ -312,6 +312,9 @@ static int check_line(struct imap_parser *p, size_t n)
 /* Find the end of the first buffered response. 1: complete (frame_end set), 0: need more. */
 static int frame_scan(struct imap_parser *p)
 {
+	/* an idle parser holds no buffer at all: don't do arithmetic on its NULL */
+	if (imap_parser_buffered(p) == 0)
+		return 0;
 	while (!p->frame_end) {
 		const char *b = p->buf + p->start;
 		size_t avail = p->len - p->start;

@@ -199,6 +199,13 @@ static const struct {
 	  "config:2: [desktop] urgency: expected low, normal or critical, got \"high\"" },
 	{ "[desktop]\nexpire_timeout = 2d\n",
 	  "config:2: [desktop] expire_timeout: expected a duration from 0s to 1d, got \"2d\"" },
+	/* Repeated list keys append, and duplicates are found across the lines. */
+	{ ACCOUNT "mailboxes = INBOX, A\nmailboxes = B, A\n",
+	  "config:6: [account work] mailboxes: \"A\" is listed twice" },
+	{ ACCOUNT "sinks = desktop\nsinks = exec:x, desktop\n",
+	  "config:6: [account work] sinks: \"desktop\" is listed twice" },
+	{ ACCOUNT "host = other.example\n",
+	  "config:5: [account work] host: duplicate key (first at line 2)" },
 };
 
 static void test_bad_configs(void **state)
@@ -237,6 +244,22 @@ static void test_long_line(void **state)
 	error = parse_error(text);
 	assert_string_equal(error, "config:2: line is too long (at most 199 characters)");
 	free(error);
+}
+
+static void test_repeated_lists_append(void **state)
+{
+	struct config *c = parse_ok(ACCOUNT "mailboxes = INBOX, A\nmailboxes = B\n"
+					    "sinks = exec:x\nsinks = exec:y, desktop\n"
+					    "[exec x]\ncommand = true\n[exec y]\ncommand = true\n"
+					    "[desktop]\n");
+
+	assert_int_equal(strv_length(c->accounts[0].mailboxes), 3);
+	assert_string_equal(c->accounts[0].mailboxes[2], "B");
+	assert_int_equal(c->accounts[0].n_sinks, 3);
+	assert_string_equal(c->accounts[0].sinks[1].name, "y");
+	assert_int_equal(c->accounts[0].sinks[2].type, SINK_DESKTOP);
+	assert_int_equal(c->accounts[0].sinks_line, 8);
+	config_free(c);
 }
 
 static void test_defaults(void **state)
@@ -771,6 +794,7 @@ int main(void)
 		cmocka_unit_test(test_bad_configs),
 		cmocka_unit_test(test_missing_file),
 		cmocka_unit_test(test_long_line),
+		cmocka_unit_test(test_repeated_lists_append),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_full),
 		cmocka_unit_test(test_webhook_defaults),
