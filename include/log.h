@@ -46,6 +46,11 @@ void log_set_sink(log_sink_fn fn, void *userdata);
  * beyond the input because "***" is no longer than any registered secret). */
 void log_redact(char *buf);
 
+/* An error that stops imapidled before it runs (a bad config, a secret that cannot be
+ * fetched): one line "imapidled: PLACE: MESSAGE" on stderr, or priority err under journald.
+ * Redacted like every other line. */
+void log_config_error(const char *message);
+
 int log_internal(int level, int error, const char *file, int line, const char *fmt, ...)
 	_printf_(5, 6);
 

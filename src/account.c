@@ -29,8 +29,10 @@ int account_fetch_password(const struct config *config, const struct config_acco
 	if (asprintf(&section, "account %s", cfg->name) < 0)
 		return log_oom();
 	r = secret_fetch(&cfg->password, config->path, section, SECRET_TIMEOUT, &secret, &error);
-	if (r < 0)
-		return log_error_errno(r, "%s", error ? error : "cannot fetch the password");
+	if (r < 0) {
+		log_config_error(error ? error : "cannot fetch the password");
+		return r;
+	}
 	*ret = secret;
 	return 0;
 }

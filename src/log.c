@@ -170,6 +170,23 @@ static void write_line(int level, const char *line)
 		ts.tv_nsec / 1000000, level_names[level], line);
 }
 
+void log_config_error(const char *message)
+{
+	char buf[LOG_LINE_MAX];
+	int saved = errno;
+
+	snprintf(buf, sizeof(buf), "%s", message);
+	sanitize_line(buf);
+	log_redact(buf);
+	if (sink)
+		sink(LOG_ERR, buf, sink_userdata);
+	else if (to_journal)
+		fprintf(stderr, "<%d>%s\n", LOG_ERR, buf);
+	else
+		fprintf(stderr, "imapidled: %s\n", buf);
+	errno = saved;
+}
+
 int log_internal(int level, int error, const char *file, int line, const char *fmt, ...)
 {
 	char buf[LOG_LINE_MAX];

@@ -113,12 +113,15 @@ static int load_config(const struct cli *cli, struct config **ret)
 
 	r = config_find(cli->config_path, &path, &tried);
 	if (r < 0) {
-		fprintf(stderr, "imapidled: no configuration file (looked for %s)\n", strna(tried));
+		_cleanup_free_ char *msg = NULL;
+		if (asprintf(&msg, "no configuration file (looked for %s)", strna(tried)) < 0)
+			return -ENOMEM;
+		log_config_error(msg);
 		return r;
 	}
 	r = config_parse(path, ret, &error);
 	if (r < 0) {
-		fprintf(stderr, "imapidled: %s\n", error ? error : strerror(-r));
+		log_config_error(error ? error : strerror(-r));
 		return r;
 	}
 	return 0;

@@ -54,8 +54,7 @@ static void probe_closed(void *userdata, enum imap_failure failure, int error, c
 	a->failure = failure;
 	a->why = strdup(why ? why : "");
 	a->done = true;
-	if (++a->probe->n_done == a->probe->n_accounts)
-		sd_event_exit(a->probe->event, 0);
+	a->probe->n_done++;
 }
 
 static const struct imap_session_ops probe_ops = {
@@ -149,8 +148,9 @@ static void probe_free(struct probe *p)
 		free(p->accounts[i].why);
 	}
 	free(p->accounts);
-	/* Let deferred releases run before the loop goes. */
-	sd_event_run(p->event, 0);
+	/* Let the deferred link releases run before the loop goes. */
+	while (p->event && sd_event_run(p->event, 0) > 0)
+		;
 	resolver_free(p->resolver);
 	sd_event_unref(p->event);
 }
@@ -177,7 +177,11 @@ int probe_run(const struct config *config)
 			return EX_CONFIG;
 		}
 	}
-	r = sd_event_loop(p.event);
+	/* Run until every account answered; not sd_event_exit(), which would stop the loop
+	 * before the links released in their callbacks are freed. */
+	r = 0;
+	while (r >= 0 && p.n_done < p.n_accounts)
+		r = sd_event_run(p.event, UINT64_MAX);
 	for (size_t i = 0; i < p.n_accounts; i++) {
 		int k = probe_report(&p.accounts[i]);
 		if (k != EX_OK && (ret == EX_OK || k == EX_NOPERM))

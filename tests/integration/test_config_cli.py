@@ -107,9 +107,6 @@ def test_bad_config_gives_one_line_and_exit_78(tmp_path, env, mode, text, expect
     assert re.search(rx, line), f"{line!r} does not match {rx!r}"
 
 
-@pytest.mark.xfail(strict=True, reason="secret fetch errors are printed as log lines "
-                   "(`HH:MM:SS.mmm error   file:line: ...`), not as `imapidled: file:line: ...` "
-                   "like every other config error")
 def test_secret_errors_look_like_other_config_errors(tmp_path, env):
     path = write(tmp_path, ACCOUNT + "password_command = false\n")
     line = one_line(run(["check", "--config", path], env))
