@@ -203,3 +203,38 @@ def run_check(tmp_path, request):
                                 timeout=timeout)
 
     return run
+
+
+# -- events ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def event_recorder():
+    """An events.EventRecorder (in a short private temp dir): .configure(cfg) routes every
+    account to it, .attach(daemon), .events(), .wait_for(n), .wait_for_uid(), .assert_once(),
+    .sync()."""
+    from imapidled_test import events
+    rec = events.EventRecorder()
+    try:
+        yield rec
+    finally:
+        rec.close()
+
+
+@pytest.fixture
+def fake_imap(pki):
+    """make(session, then=None, tls=False) -> a started fakeserver.FakeImapServer on
+    127.0.0.1 (session: a fakeserver.Session subclass for the first connection, then: for
+    later ones, default the same); every server is closed at the end of the test."""
+    from imapidled_test import fakeserver
+    made = []
+
+    def make(session, then=None, tls=False):
+        s = fakeserver.FakeImapServer(session, then=then, tls=tls, pki=pki)
+        made.append(s)
+        return s.start()
+
+    try:
+        yield make
+    finally:
+        for s in made:
+            s.close()

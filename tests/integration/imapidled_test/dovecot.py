@@ -139,6 +139,9 @@ class MailUser:
     def imap_client(self, **kw):
         return self.dovecot.imap_client(self.name, **kw)
 
+    def deliver_offline(self, **kw):
+        return self.dovecot.deliver_offline(self.name, **kw)
+
     def fetch_flags(self, mailbox, uid):
         return self.dovecot.fetch_flags(self.name, mailbox, uid)
 
@@ -554,6 +557,31 @@ service imap-login {{
         if not m:
             raise RuntimeError(f"no APPENDUID in {data!r}")
         return int(m.group(2))
+
+    def deliver_offline(self, user, subject="Test message",
+                        from_="Alice Example <alice@example.com>", body="Hello.\n", raw=None):
+        """Put a message straight into the user's INBOX Maildir (new/), as a local delivery
+        agent would: works while Dovecot is stopped. The message gets its UID when Dovecot
+        next syncs the mailbox. Returns the file name."""
+        msg = raw if raw is not None else build_message(
+            subject, from_, f"{user} <{user}@example.com>", body)
+        if isinstance(msg, str):
+            msg = msg.encode()
+        md = os.path.join(self.home_root, user, "Maildir")
+        with self._lock:
+            self._seq += 1
+            name = f"{int(time.time())}.P{os.getpid()}Q{self._seq}.imapidled-test"
+        for sub in ("", "tmp", "new", "cur"):
+            path = os.path.join(md, sub)
+            if not os.path.isdir(path):
+                os.makedirs(path, mode=0o700, exist_ok=True)
+                os.chown(path, self.mail_uid, self.mail_gid)
+        tmp = os.path.join(md, "tmp", name)
+        with open(tmp, "wb") as f:
+            f.write(msg)
+        os.chown(tmp, self.mail_uid, self.mail_gid)
+        os.rename(tmp, os.path.join(md, "new", name))
+        return name
 
     def fetch_flags(self, user, mailbox, uid):
         """The message's flags as a set of strings (e.g. {'\\\\Seen'}); None if it is gone."""
