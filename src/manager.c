@@ -111,6 +111,12 @@ static struct manager *manager_free(struct manager *m)
 {
 	if (!m)
 		return NULL;
+	/* The manager's own sources go first: draining the loop below must not announce
+	 * readiness for a start-up that failed. */
+	m->ready = sd_event_source_disable_unref(m->ready);
+	m->sig_term = sd_event_source_disable_unref(m->sig_term);
+	m->sig_int = sd_event_source_disable_unref(m->sig_int);
+	m->sig_hup = sd_event_source_disable_unref(m->sig_hup);
 	for (size_t i = 0; i < m->n_accounts; i++)
 		account_free(m->accounts[i]);
 	free(m->accounts);
@@ -119,10 +125,6 @@ static struct manager *manager_free(struct manager *m)
 		;
 	dispatch_free(m->dispatch);
 	gate_free(m->gate);
-	sd_event_source_disable_unref(m->sig_term);
-	sd_event_source_disable_unref(m->sig_int);
-	sd_event_source_disable_unref(m->sig_hup);
-	sd_event_source_disable_unref(m->ready);
 	resolver_free(m->resolver);
 	sd_event_unref(m->event);
 	config_free(m->config);
