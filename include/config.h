@@ -167,6 +167,9 @@ const struct config_account *config_find_account(const struct config *c, const c
 const struct config_webhook *config_find_webhook(const struct config *c, const char *name);
 const struct config_exec *config_find_exec(const struct config *c, const char *name);
 
+/* True when any account routes events to a sink of this type. */
+bool config_uses_sink(const struct config *c, enum sink_type type);
+
 /* True when two account configs would connect and watch identically (for reload): every
  * field is compared except line numbers, so moving a section does not reconnect it. */
 bool config_account_equal(const struct config_account *a, const struct config_account *b);

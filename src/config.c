@@ -1735,6 +1735,15 @@ struct config *config_free(struct config *c)
 	return mfree(c);
 }
 
+bool config_uses_sink(const struct config *c, enum sink_type type)
+{
+	for (size_t i = 0; i < c->n_accounts; i++)
+		for (size_t j = 0; j < c->accounts[i].n_sinks; j++)
+			if (c->accounts[i].sinks[j].type == type)
+				return true;
+	return false;
+}
+
 const struct config_account *config_find_account(const struct config *c, const char *name)
 {
 	for (size_t i = 0; c && i < c->n_accounts; i++)

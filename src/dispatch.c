@@ -4,6 +4,7 @@
 
 #include "log.h"
 #include "sink/exec.h"
+#include "sink/sink.h"
 
 /* One submitted event on its way through its sinks. */
 struct ticket {
@@ -25,7 +26,8 @@ struct sink {
 	enum sink_type type;
 	char *name;           /* "exec:sync", for logs */
 	const char *cfg_name; /* the section's name, NULL for desktop; borrowed */
-	struct sink_exec *exec;
+	const struct sink_ops *ops;
+	void *impl; /* NULL: this kind of sink is not built yet */
 	struct ticket_ref *head, **tail; /* FIFO of tickets waiting for this sink */
 };
 
@@ -115,7 +117,7 @@ static int sink_push(struct sink *s, struct ticket *t)
 	*s->tail = ref;
 	s->tail = &ref->next;
 	t->remaining++;
-	r = s->exec ? sink_exec_push(s->exec, t->e) : -EOPNOTSUPP;
+	r = s->impl ? s->ops->push(s->impl, t->e) : -EOPNOTSUPP;
 	if (r < 0) {
 		/* Not queued: it will never be accepted by this sink, so stop waiting. */
 		sink_accepted(s, t->e);
@@ -141,7 +143,7 @@ int dispatch_submit(struct dispatch *d, const struct sink_ref *sinks, size_t n_s
 		struct sink *s = find_sink(d, &sinks[i]);
 		int r;
 
-		if (!s || !s->exec)
+		if (!s || !s->impl)
 			continue; /* not built: said once at start-up */
 		r = sink_push(s, t);
 		if (r < 0)
@@ -162,54 +164,61 @@ void dispatch_forget(struct dispatch *d, void *userdata)
 			t->accepted = NULL;
 }
 
-static int sink_init(struct dispatch *d, struct sink *s, enum sink_type type, const char *name)
+/* One row per kind of sink; a NULL row is a sink that is configured but not built yet. */
+static const struct sink_ops *const sink_types[] = {
+	[SINK_EXEC] = &sink_exec_ops,
+	[SINK_WEBHOOK] = NULL,
+	[SINK_DESKTOP] = NULL,
+};
+
+static const char *const sink_type_names[] = {
+	[SINK_DESKTOP] = "desktop",
+	[SINK_WEBHOOK] = "webhook",
+	[SINK_EXEC] = "exec",
+};
+
+static int sink_init(struct dispatch *d, const struct config *c, struct sink *s,
+		     enum sink_type type, const char *name)
 {
-	static const char *const prefix[] = {
-		[SINK_DESKTOP] = "desktop", [SINK_WEBHOOK] = "webhook", [SINK_EXEC] = "exec"
-	};
+	int r;
 
 	s->d = d;
 	s->type = type;
 	s->cfg_name = name;
 	s->tail = &s->head;
-	if (name ? asprintf(&s->name, "%s:%s", prefix[type], name) < 0
-		 : !(s->name = strdup(prefix[type]))) {
+	s->ops = sink_types[type];
+	if (name ? asprintf(&s->name, "%s:%s", sink_type_names[type], name) < 0
+		 : !(s->name = strdup(sink_type_names[type]))) {
 		s->name = NULL;
 		return -ENOMEM;
 	}
+	if (!s->ops) {
+		log_warning("%s: this kind of sink is not implemented yet; its events are only "
+			    "logged", s->name);
+		return 0;
+	}
+	r = s->ops->new(d->event, c, name, sink_accepted, s, &s->impl);
+	if (r < 0)
+		return log_error_errno(r, "%s: cannot set up: %m", s->name);
 	return 0;
 }
 
 static int dispatch_add_sinks(struct dispatch *d, const struct config *c)
 {
-	size_t n = c->n_execs + c->n_webhooks + (c->desktop.present ? 1 : 0);
-	int r;
+	size_t n = c->n_execs + c->n_webhooks + 1;
+	int r = 0;
 
-	d->sinks = calloc(n ? n : 1, sizeof(struct sink));
+	d->sinks = calloc(n, sizeof(struct sink));
 	if (!d->sinks)
 		return -ENOMEM;
-	for (size_t i = 0; i < c->n_execs; i++, d->n_sinks++) {
-		struct sink *s = &d->sinks[d->n_sinks];
-		r = sink_init(d, s, SINK_EXEC, c->execs[i].name);
-		if (r >= 0)
-			r = sink_exec_new(d->event, &c->execs[i], sink_accepted, s, &s->exec);
-		if (r < 0)
-			return log_error_errno(r, "%s: cannot set up: %m", strna(s->name));
-	}
-	for (size_t i = 0; i < c->n_webhooks; i++, d->n_sinks++) {
-		r = sink_init(d, &d->sinks[d->n_sinks], SINK_WEBHOOK, c->webhooks[i].name);
-		if (r < 0)
-			return r;
-		log_warning("%s: webhook delivery is not implemented yet; its events are only "
-			    "logged", d->sinks[d->n_sinks].name);
-	}
-	if (c->desktop.present) {
-		r = sink_init(d, &d->sinks[d->n_sinks++], SINK_DESKTOP, NULL);
-		if (r < 0)
-			return r;
-		log_warning("desktop: notifications are not implemented yet; events are only logged");
-	}
-	return 0;
+	for (size_t i = 0; r >= 0 && i < c->n_execs; i++)
+		r = sink_init(d, c, &d->sinks[d->n_sinks++], SINK_EXEC, c->execs[i].name);
+	for (size_t i = 0; r >= 0 && i < c->n_webhooks; i++)
+		r = sink_init(d, c, &d->sinks[d->n_sinks++], SINK_WEBHOOK, c->webhooks[i].name);
+	/* desktop needs no section: `sinks = desktop` alone uses the defaults. */
+	if (r >= 0 && (c->desktop.present || config_uses_sink(c, SINK_DESKTOP)))
+		r = sink_init(d, c, &d->sinks[d->n_sinks++], SINK_DESKTOP, NULL);
+	return r;
 }
 
 struct dispatch *dispatch_free(struct dispatch *d)
@@ -218,7 +227,8 @@ struct dispatch *dispatch_free(struct dispatch *d)
 		return NULL;
 	for (size_t i = 0; i < d->n_sinks; i++) {
 		struct sink *s = &d->sinks[i];
-		sink_exec_free(s->exec);
+		if (s->impl)
+			s->ops->free(s->impl);
 		while (s->head) {
 			struct ticket_ref *ref = s->head;
 			s->head = ref->next;

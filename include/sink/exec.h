@@ -55,6 +55,7 @@
 
 #include "config.h"
 #include "event.h"
+#include "sink/sink.h"
 
 #define SINK_EXEC_QUEUE_MAX 1000
 #define SINK_EXEC_STDIN_MAX (4u * 1024 * 1024)
@@ -72,7 +73,6 @@ struct sink_exec;
  * Always called from the event loop, never from inside sink_exec_push(), in push order. e is
  * borrowed for the call (take a reference to keep it). The callee may push more events but may
  * not free the sink. */
-typedef void (*sink_accepted_fn)(void *userdata, struct mail_event *e);
 
 /* A new idle sink on loop e. cfg is copied (it may be freed after the call); accepted may be
  * NULL. -EINVAL for a config without a command, -EBUSY when the signal requirements above are
@@ -98,3 +98,6 @@ int sink_exec_push(struct sink_exec *s, struct mail_event *e);
 /* True while a run (command or post_command) is in progress, events wait for one, or accepted
  * callbacks are still due. */
 bool sink_exec_busy(const struct sink_exec *s);
+
+/* The dispatcher's view of this sink (sink/sink.h). */
+extern const struct sink_ops sink_exec_ops;

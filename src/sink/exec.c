@@ -955,3 +955,30 @@ bool sink_exec_busy(const struct sink_exec *s)
 {
 	return s && (s->phase != PHASE_IDLE || s->n_pending > 0 || s->n_accepting > 0);
 }
+
+static int ops_new(sd_event *e, const struct config *c, const char *name, sink_accepted_fn accepted,
+		   void *userdata, void **ret)
+{
+	const struct config_exec *cfg = config_find_exec(c, name);
+
+	if (!cfg)
+		return -ENOENT;
+	return sink_exec_new(e, cfg, accepted, userdata, (struct sink_exec **)ret);
+}
+
+static int ops_push(void *sink, struct mail_event *e)
+{
+	return sink_exec_push(sink, e);
+}
+
+static void *ops_free(void *sink)
+{
+	return sink_exec_free(sink);
+}
+
+const struct sink_ops sink_exec_ops = {
+	.type = "exec",
+	.new = ops_new,
+	.push = ops_push,
+	.free = ops_free,
+};
