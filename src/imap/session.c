@@ -96,8 +96,9 @@ static int fail(struct imap_session *s, enum imap_failure f, int error, const ch
 	char why[512];
 	va_list ap;
 
+	error = abs(error); /* callers pass either sign; closed() always gets a positive errno */
 	if (s->state == S_DEAD)
-		return -abs(error ? error : EPROTO);
+		return -(error ? error : EPROTO);
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
@@ -105,7 +106,7 @@ static int fail(struct imap_session *s, enum imap_failure f, int error, const ch
 	s->deadline = USEC_INFINITY;
 	if (s->ops->closed)
 		s->ops->closed(s->userdata, f, error, why);
-	return -abs(error ? error : EPROTO);
+	return -(error ? error : EPROTO);
 }
 
 #define protocol_error(s, ...) fail(s, IMAP_FAIL_TRANSIENT, EPROTO, __VA_ARGS__)
