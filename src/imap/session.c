@@ -5,6 +5,7 @@
 #include "imap/command.h"
 #include "imap/parse.h"
 #include "log.h"
+#include "mime.h"
 
 enum state {
 	S_GREETING,
@@ -417,23 +418,18 @@ static int leave_idle(struct imap_session *s, usec_t now)
 
 /* ---- untagged responses -------------------------------------------------------------- */
 
-static void sanitize_text(char *t)
-{
-	for (unsigned char *p = (unsigned char *)t; *p; p++)
-		if (*p < 0x20 || *p == 0x7f)
-			*p = ' ';
-}
-
+/* The text is shown to the user (desktop notification, terminal, journal): safe UTF-8,
+ * so no ESC or C1 sequence, bidi override or invalid byte from the server gets there. */
 static void check_alert(struct imap_session *s, const struct imap_response *r)
 {
 	_cleanup_free_ char *text = NULL;
+	const char *t = strempty(r->text);
 
 	if (!r->code || !streq(r->code, "ALERT") || !s->ops->alert)
 		return;
-	text = strndup(r->text ? r->text : "", 1024);
+	text = mime_sanitize_utf8(t, strlen(t), 1024);
 	if (!text)
 		return;
-	sanitize_text(text);
 	s->ops->alert(s->userdata, text);
 }
 
