@@ -61,7 +61,9 @@ struct imap_session {
 	struct imap_cmd cmd; /* its bytes, sent segment by segment */
 	size_t next_segment;
 	enum imap_sasl_mech sasl_mech;
+	bool sasl;              /* AUTHENTICATE (not LOGIN) is in flight */
 	bool sasl_payload_sent;
+	bool sasl_empty_sent;   /* the one empty reply to an error challenge */
 	usec_t deadline;
 
 	bool tls;
@@ -246,7 +248,9 @@ static int build_auth(struct imap_session *s, enum auth_mech mech)
 	if (!secret)
 		return -ENOKEY;
 	cmd_reset(s);
-	s->sasl_payload_sent = ir || mech == AUTH_LOGIN;
+	s->sasl = mech != AUTH_LOGIN;
+	s->sasl_payload_sent = ir;
+	s->sasl_empty_sent = false;
 	switch (mech) {
 	case AUTH_LOGIN:
 		return imap_cmd_login(&s->cmd, next_tag(s), s->p.username, secret);
@@ -261,6 +265,18 @@ static int build_auth(struct imap_session *s, enum auth_mech mech)
 		break;
 	default:
 		return -EINVAL;
+	}
+	if (!ir) {
+		/* The payload goes after the "+": build it now too, so that credentials that
+		 * cannot be sent (CR, LF, NUL) are refused before anything reaches the server. */
+		struct imap_cmd probe;
+		int r;
+
+		imap_cmd_init(&probe, s->caps);
+		r = imap_cmd_sasl_response(&probe, s->sasl_mech, &cr);
+		imap_cmd_done(&probe);
+		if (r < 0)
+			return r;
 	}
 	return imap_cmd_authenticate(&s->cmd, next_tag(s), s->sasl_mech, &cr, ir);
 }
@@ -768,16 +784,23 @@ static int on_sasl_challenge(struct imap_session *s)
 	size_t len;
 	int r;
 
+	/* LOGIN has no challenges, and an error challenge gets one empty reply: anything
+	 * more is a server trying to keep us talking. */
+	if (!s->sasl || s->sasl_empty_sent)
+		return protocol_error(s, "unexpected continuation request during login");
 	imap_cmd_init(&reply, s->caps);
 	if (s->sasl_payload_sent) {
 		r = imap_cmd_sasl_empty(&reply);
+		s->sasl_empty_sent = true;
 	} else {
 		log_debug("%s: C: (SASL response) ***", s->name);
 		r = imap_cmd_sasl_response(&reply, s->sasl_mech, &cr);
 		s->sasl_payload_sent = true;
 	}
 	data = imap_cmd_data(&reply, &len);
-	if (r >= 0)
+	if (r < 0)
+		r = fail(s, IMAP_FAIL_FINAL, r, "cannot build the SASL response: %s", strerror(-r));
+	else
 		r = send_bytes(s, data, len);
 	imap_cmd_done(&reply);
 	return r;
