@@ -77,8 +77,9 @@ struct imap_session {
 	uint32_t uidvalidity, uidnext, exists;
 	uint32_t last_uid; /* highest UID reported or skipped on this connection */
 	bool new_mail;     /* an EXISTS asked for a fetch */
-	uint32_t *scan_uids;
+	uint32_t *scan_uids; /* ascending: the UIDs to report */
 	size_t n_scan, scan_alloc;
+	uint32_t scan_max;   /* highest UID the scan has seen, reported or not */
 };
 
 /* ---- state and failure ---------------------------------------------------------------- */
@@ -365,6 +366,7 @@ static int fetch_from(struct imap_session *s, uint32_t first, bool envelope, enu
 	if (r < 0)
 		return fail(s, IMAP_FAIL_TRANSIENT, r, "cannot build UID FETCH");
 	s->new_mail = false;
+	s->scan_max = s->last_uid;
 	return send_command(s, st, now);
 }
 
@@ -527,8 +529,17 @@ static int handle_fetch(struct imap_session *s, const struct imap_fetch *f)
 	if ((s->state != S_FETCH && s->state != S_SCAN) || f->uid <= s->last_uid)
 		return 0;
 	bool seen = f->has_flags && (f->flags & IMAP_FLAG_SEEN);
-	if (s->state == S_SCAN)
+	if (s->state == S_SCAN) {
+		/* A flag change may repeat a UID, or come before the answer: count each once. */
+		if (!f->has_flags || f->uid <= s->scan_max)
+			return 0;
+		s->scan_max = f->uid;
 		return seen && s->p.skip_seen ? 0 : scan_add(s, f->uid);
+	}
+	/* An unsolicited FETCH (FLAGS) of the new message may come before the answer to
+	 * ours: only the one with the envelope we asked for is the message. */
+	if (!f->has_envelope)
+		return 0;
 	s->last_uid = f->uid;
 	if (seen && s->p.skip_seen) {
 		if (s->ops->skipped)
@@ -675,8 +686,18 @@ static int on_scan_done(struct imap_session *s, usec_t now)
 	s->n_scan = s->scan_alloc = 0;
 	if (s->state == S_DEAD)
 		return -EPROTO;
-	if (keep == 0)
+	if (keep == 0) {
+		/* Seen messages after the last one counted (or nothing but seen ones): move
+		 * past them, or every later fetch would start before them again. */
+		if (s->scan_max > s->last_uid) {
+			s->last_uid = s->scan_max;
+			if (s->ops->skipped)
+				s->ops->skipped(s->userdata, s->scan_max);
+			if (s->state == S_DEAD)
+				return -EPROTO;
+		}
 		return step_wait(s, now);
+	}
 	/* Seen messages in between are filtered again by the full fetch. */
 	s->last_uid = first_individual - 1;
 	return fetch_from(s, first_individual, true, S_FETCH, now);
