@@ -417,6 +417,7 @@ static int step_wait(struct imap_session *s, usec_t now)
 		return simple(s, "LOGOUT", S_LOGOUT, now);
 	if (s->new_mail && s->last_uid < UINT32_MAX)
 		return fetch_from(s, s->last_uid + 1, true, S_FETCH, now);
+	s->new_mail = false; /* also with the UID space used up: else IDLE ends at its "+" */
 	if (has(s, IMAP_CAP_IDLE))
 		return simple(s, "IDLE", S_IDLE_START, now);
 	set_state(s, S_POLL_WAIT);
@@ -478,6 +479,9 @@ static int on_exists(struct imap_session *s, uint32_t n, usec_t now)
 
 	s->exists = n;
 	if (!more || s->state == S_EXAMINE || s->state < S_EXAMINE)
+		return 0;
+	/* After UID 2^32-1 nothing can be fetched until UIDVALIDITY changes (next connect). */
+	if (s->state != S_FIND_LAST && s->last_uid == UINT32_MAX)
 		return 0;
 	s->new_mail = true;
 	if (s->state == S_IDLING)
