@@ -554,6 +554,16 @@ static int handle_fetch(struct imap_session *s, const struct imap_fetch *f)
 	return 0;
 }
 
+/* C0, DEL or C1 (U+0080-U+009F, UTF-8 C2 80..C2 9F): a name with them would reach a
+ * terminal as escape sequences, and nobody can write it in a config file anyway. */
+static bool has_control(const char *utf8)
+{
+	for (const unsigned char *p = (const unsigned char *)utf8; *p; p++)
+		if (*p < 0x20 || *p == 0x7f || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f))
+			return true;
+	return false;
+}
+
 static int on_list(struct imap_session *s, const struct imap_response *r)
 {
 	_cleanup_free_ char *name = NULL;
@@ -570,6 +580,10 @@ static int on_list(struct imap_session *s, const struct imap_response *r)
 	if (!imap_value_string(&r->args[2]) ||
 	    imap_mutf7_decode(imap_value_string(&r->args[2]), &name) < 0)
 		return 0; /* undecodable names are not ours to watch; skip */
+	if (has_control(name)) {
+		log_debug("%s: ignoring a mailbox name with control characters", s->name);
+		return 0;
+	}
 	if (s->ops->listed)
 		s->ops->listed(s->userdata, name, noselect);
 	return 0;
