@@ -486,6 +486,8 @@ static int on_exists(struct imap_session *s, uint32_t n, usec_t now)
 	s->new_mail = true;
 	if (s->state == S_IDLING)
 		return leave_idle(s, now);
+	if (s->state == S_POLL_WAIT) /* no command in flight: don't wait for the next NOOP */
+		return step_wait(s, now);
 	return 0; /* picked up when the command in flight completes */
 }
 
