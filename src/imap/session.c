@@ -316,6 +316,8 @@ static int step_authenticate(struct imap_session *s, usec_t now)
 /* Capabilities are read again after login: servers advertise more (or less) then. */
 static int step_after_login(struct imap_session *s, usec_t now)
 {
+	if (s->logout_requested) /* asked during login: nothing more to set up */
+		return simple(s, "LOGOUT", S_LOGOUT, now);
 	if (!s->caps_known)
 		return simple(s, "CAPABILITY", S_AUTH_CAPS, now);
 	if (s->state < S_ENABLE && has(s, IMAP_CAP_ENABLE) && has(s, IMAP_CAP_CONDSTORE)) {
@@ -403,7 +405,7 @@ static int step_after_select(struct imap_session *s, usec_t now)
 	if (s->state == S_DEAD)
 		return -EPROTO;
 	pending = s->uidnext - 1 > s->last_uid ? s->uidnext - 1 - s->last_uid : 0;
-	if (pending == 0 || s->last_uid == UINT32_MAX)
+	if (pending == 0 || s->last_uid == UINT32_MAX || s->logout_requested)
 		return step_wait(s, now);
 	if (pending > s->p.catch_up)
 		return fetch_from(s, s->last_uid + 1, false, S_SCAN, now);
