@@ -779,6 +779,13 @@ static int on_command_done(struct imap_session *s, const struct imap_response *r
 	case S_IDLE_DONE:
 		if (!ok)
 			return protocol_error(s, "IDLE failed: %s", strempty(r->text));
+		if (s->state == S_IDLE_START) {
+			/* Done before it began: IDLE again would ping-pong as fast as the
+			 * server answers. Poll on this connection instead. */
+			log_info("%s: server ended IDLE without entering it; polling instead",
+				 s->name);
+			s->caps &= ~IMAP_CAP(IMAP_CAP_IDLE);
+		}
 		s->probe_requested = false;
 		return step_wait(s, now);
 	case S_NOOP:
