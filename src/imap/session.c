@@ -5,6 +5,7 @@
 #include "imap/command.h"
 #include "imap/parse.h"
 #include "log.h"
+#include "mime.h"
 
 enum state {
 	S_GREETING,
@@ -60,7 +61,9 @@ struct imap_session {
 	struct imap_cmd cmd; /* its bytes, sent segment by segment */
 	size_t next_segment;
 	enum imap_sasl_mech sasl_mech;
+	bool sasl;              /* AUTHENTICATE (not LOGIN) is in flight */
 	bool sasl_payload_sent;
+	bool sasl_empty_sent;   /* the one empty reply to an error challenge */
 	usec_t deadline;
 
 	bool tls;
@@ -74,8 +77,9 @@ struct imap_session {
 	uint32_t uidvalidity, uidnext, exists;
 	uint32_t last_uid; /* highest UID reported or skipped on this connection */
 	bool new_mail;     /* an EXISTS asked for a fetch */
-	uint32_t *scan_uids;
+	uint32_t *scan_uids; /* ascending: the UIDs to report */
 	size_t n_scan, scan_alloc;
+	uint32_t scan_max;   /* highest UID the scan has seen, reported or not */
 };
 
 /* ---- state and failure ---------------------------------------------------------------- */
@@ -96,8 +100,9 @@ static int fail(struct imap_session *s, enum imap_failure f, int error, const ch
 	char why[512];
 	va_list ap;
 
+	error = abs(error); /* callers pass either sign; closed() always gets a positive errno */
 	if (s->state == S_DEAD)
-		return -abs(error ? error : EPROTO);
+		return -(error ? error : EPROTO);
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
@@ -105,7 +110,7 @@ static int fail(struct imap_session *s, enum imap_failure f, int error, const ch
 	s->deadline = USEC_INFINITY;
 	if (s->ops->closed)
 		s->ops->closed(s->userdata, f, error, why);
-	return -abs(error ? error : EPROTO);
+	return -(error ? error : EPROTO);
 }
 
 #define protocol_error(s, ...) fail(s, IMAP_FAIL_TRANSIENT, EPROTO, __VA_ARGS__)
@@ -244,7 +249,9 @@ static int build_auth(struct imap_session *s, enum auth_mech mech)
 	if (!secret)
 		return -ENOKEY;
 	cmd_reset(s);
-	s->sasl_payload_sent = ir || mech == AUTH_LOGIN;
+	s->sasl = mech != AUTH_LOGIN;
+	s->sasl_payload_sent = ir;
+	s->sasl_empty_sent = false;
 	switch (mech) {
 	case AUTH_LOGIN:
 		return imap_cmd_login(&s->cmd, next_tag(s), s->p.username, secret);
@@ -259,6 +266,18 @@ static int build_auth(struct imap_session *s, enum auth_mech mech)
 		break;
 	default:
 		return -EINVAL;
+	}
+	if (!ir) {
+		/* The payload goes after the "+": build it now too, so that credentials that
+		 * cannot be sent (CR, LF, NUL) are refused before anything reaches the server. */
+		struct imap_cmd probe;
+		int r;
+
+		imap_cmd_init(&probe, s->caps);
+		r = imap_cmd_sasl_response(&probe, s->sasl_mech, &cr);
+		imap_cmd_done(&probe);
+		if (r < 0)
+			return r;
 	}
 	return imap_cmd_authenticate(&s->cmd, next_tag(s), s->sasl_mech, &cr, ir);
 }
@@ -297,6 +316,8 @@ static int step_authenticate(struct imap_session *s, usec_t now)
 /* Capabilities are read again after login: servers advertise more (or less) then. */
 static int step_after_login(struct imap_session *s, usec_t now)
 {
+	if (s->logout_requested) /* asked during login: nothing more to set up */
+		return simple(s, "LOGOUT", S_LOGOUT, now);
 	if (!s->caps_known)
 		return simple(s, "CAPABILITY", S_AUTH_CAPS, now);
 	if (s->state < S_ENABLE && has(s, IMAP_CAP_ENABLE) && has(s, IMAP_CAP_CONDSTORE)) {
@@ -347,6 +368,7 @@ static int fetch_from(struct imap_session *s, uint32_t first, bool envelope, enu
 	if (r < 0)
 		return fail(s, IMAP_FAIL_TRANSIENT, r, "cannot build UID FETCH");
 	s->new_mail = false;
+	s->scan_max = s->last_uid;
 	return send_command(s, st, now);
 }
 
@@ -383,7 +405,7 @@ static int step_after_select(struct imap_session *s, usec_t now)
 	if (s->state == S_DEAD)
 		return -EPROTO;
 	pending = s->uidnext - 1 > s->last_uid ? s->uidnext - 1 - s->last_uid : 0;
-	if (pending == 0 || s->last_uid == UINT32_MAX)
+	if (pending == 0 || s->last_uid == UINT32_MAX || s->logout_requested)
 		return step_wait(s, now);
 	if (pending > s->p.catch_up)
 		return fetch_from(s, s->last_uid + 1, false, S_SCAN, now);
@@ -397,6 +419,7 @@ static int step_wait(struct imap_session *s, usec_t now)
 		return simple(s, "LOGOUT", S_LOGOUT, now);
 	if (s->new_mail && s->last_uid < UINT32_MAX)
 		return fetch_from(s, s->last_uid + 1, true, S_FETCH, now);
+	s->new_mail = false; /* also with the UID space used up: else IDLE ends at its "+" */
 	if (has(s, IMAP_CAP_IDLE))
 		return simple(s, "IDLE", S_IDLE_START, now);
 	set_state(s, S_POLL_WAIT);
@@ -416,23 +439,18 @@ static int leave_idle(struct imap_session *s, usec_t now)
 
 /* ---- untagged responses -------------------------------------------------------------- */
 
-static void sanitize_text(char *t)
-{
-	for (unsigned char *p = (unsigned char *)t; *p; p++)
-		if (*p < 0x20 || *p == 0x7f)
-			*p = ' ';
-}
-
+/* The text is shown to the user (desktop notification, terminal, journal): safe UTF-8,
+ * so no ESC or C1 sequence, bidi override or invalid byte from the server gets there. */
 static void check_alert(struct imap_session *s, const struct imap_response *r)
 {
 	_cleanup_free_ char *text = NULL;
+	const char *t = strempty(r->text);
 
 	if (!r->code || !streq(r->code, "ALERT") || !s->ops->alert)
 		return;
-	text = strndup(r->text ? r->text : "", 1024);
+	text = mime_sanitize_utf8(t, strlen(t), 1024);
 	if (!text)
 		return;
-	sanitize_text(text);
 	s->ops->alert(s->userdata, text);
 }
 
@@ -464,9 +482,14 @@ static int on_exists(struct imap_session *s, uint32_t n, usec_t now)
 	s->exists = n;
 	if (!more || s->state == S_EXAMINE || s->state < S_EXAMINE)
 		return 0;
+	/* After UID 2^32-1 nothing can be fetched until UIDVALIDITY changes (next connect). */
+	if (s->state != S_FIND_LAST && s->last_uid == UINT32_MAX)
+		return 0;
 	s->new_mail = true;
 	if (s->state == S_IDLING)
 		return leave_idle(s, now);
+	if (s->state == S_POLL_WAIT) /* no command in flight: don't wait for the next NOOP */
+		return step_wait(s, now);
 	return 0; /* picked up when the command in flight completes */
 }
 
@@ -514,8 +537,17 @@ static int handle_fetch(struct imap_session *s, const struct imap_fetch *f)
 	if ((s->state != S_FETCH && s->state != S_SCAN) || f->uid <= s->last_uid)
 		return 0;
 	bool seen = f->has_flags && (f->flags & IMAP_FLAG_SEEN);
-	if (s->state == S_SCAN)
+	if (s->state == S_SCAN) {
+		/* A flag change may repeat a UID, or come before the answer: count each once. */
+		if (!f->has_flags || f->uid <= s->scan_max)
+			return 0;
+		s->scan_max = f->uid;
 		return seen && s->p.skip_seen ? 0 : scan_add(s, f->uid);
+	}
+	/* An unsolicited FETCH (FLAGS) of the new message may come before the answer to
+	 * ours: only the one with the envelope we asked for is the message. */
+	if (!f->has_envelope)
+		return 0;
 	s->last_uid = f->uid;
 	if (seen && s->p.skip_seen) {
 		if (s->ops->skipped)
@@ -524,6 +556,16 @@ static int handle_fetch(struct imap_session *s, const struct imap_fetch *f)
 		s->ops->message(s->userdata, f);
 	}
 	return 0;
+}
+
+/* C0, DEL or C1 (U+0080-U+009F, UTF-8 C2 80..C2 9F): a name with them would reach a
+ * terminal as escape sequences, and nobody can write it in a config file anyway. */
+static bool has_control(const char *utf8)
+{
+	for (const unsigned char *p = (const unsigned char *)utf8; *p; p++)
+		if (*p < 0x20 || *p == 0x7f || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f))
+			return true;
+	return false;
 }
 
 static int on_list(struct imap_session *s, const struct imap_response *r)
@@ -542,6 +584,10 @@ static int on_list(struct imap_session *s, const struct imap_response *r)
 	if (!imap_value_string(&r->args[2]) ||
 	    imap_mutf7_decode(imap_value_string(&r->args[2]), &name) < 0)
 		return 0; /* undecodable names are not ours to watch; skip */
+	if (has_control(name)) {
+		log_debug("%s: ignoring a mailbox name with control characters", s->name);
+		return 0;
+	}
 	if (s->ops->listed)
 		s->ops->listed(s->userdata, name, noselect);
 	return 0;
@@ -662,8 +708,18 @@ static int on_scan_done(struct imap_session *s, usec_t now)
 	s->n_scan = s->scan_alloc = 0;
 	if (s->state == S_DEAD)
 		return -EPROTO;
-	if (keep == 0)
+	if (keep == 0) {
+		/* Seen messages after the last one counted (or nothing but seen ones): move
+		 * past them, or every later fetch would start before them again. */
+		if (s->scan_max > s->last_uid) {
+			s->last_uid = s->scan_max;
+			if (s->ops->skipped)
+				s->ops->skipped(s->userdata, s->scan_max);
+			if (s->state == S_DEAD)
+				return -EPROTO;
+		}
 		return step_wait(s, now);
+	}
 	/* Seen messages in between are filtered again by the full fetch. */
 	s->last_uid = first_individual - 1;
 	return fetch_from(s, first_individual, true, S_FETCH, now);
@@ -723,6 +779,13 @@ static int on_command_done(struct imap_session *s, const struct imap_response *r
 	case S_IDLE_DONE:
 		if (!ok)
 			return protocol_error(s, "IDLE failed: %s", strempty(r->text));
+		if (s->state == S_IDLE_START) {
+			/* Done before it began: IDLE again would ping-pong as fast as the
+			 * server answers. Poll on this connection instead. */
+			log_info("%s: server ended IDLE without entering it; polling instead",
+				 s->name);
+			s->caps &= ~IMAP_CAP(IMAP_CAP_IDLE);
+		}
 		s->probe_requested = false;
 		return step_wait(s, now);
 	case S_NOOP:
@@ -771,16 +834,23 @@ static int on_sasl_challenge(struct imap_session *s)
 	size_t len;
 	int r;
 
+	/* LOGIN has no challenges, and an error challenge gets one empty reply: anything
+	 * more is a server trying to keep us talking. */
+	if (!s->sasl || s->sasl_empty_sent)
+		return protocol_error(s, "unexpected continuation request during login");
 	imap_cmd_init(&reply, s->caps);
 	if (s->sasl_payload_sent) {
 		r = imap_cmd_sasl_empty(&reply);
+		s->sasl_empty_sent = true;
 	} else {
 		log_debug("%s: C: (SASL response) ***", s->name);
 		r = imap_cmd_sasl_response(&reply, s->sasl_mech, &cr);
 		s->sasl_payload_sent = true;
 	}
 	data = imap_cmd_data(&reply, &len);
-	if (r >= 0)
+	if (r < 0)
+		r = fail(s, IMAP_FAIL_FINAL, r, "cannot build the SASL response: %s", strerror(-r));
+	else
 		r = send_bytes(s, data, len);
 	imap_cmd_done(&reply);
 	return r;
