@@ -11,20 +11,29 @@
 
 #include "config.h"
 #include "event.h"
+#include "sink/sink.h"
 
 struct dispatch;
 
 /* Called once per submitted event, from the event loop, after all its sinks accepted it. */
 typedef void (*dispatch_accepted_fn)(void *userdata, struct mail_event *e);
 
-/* Builds one sink per [exec]/[webhook]/[desktop] section of c. c must outlive it. */
-int dispatch_new(sd_event *e, const struct config *c, struct dispatch **ret);
+/* Builds one sink per [exec]/[webhook]/[desktop] section of c. c must outlive it.
+ * mark_seen (may be NULL) serves the desktop's mark-read action. */
+int dispatch_new(sd_event *e, const struct config *c,
+		 int (*mark_seen)(void *userdata, const struct mail_event *e), void *userdata,
+		 struct dispatch **ret);
 struct dispatch *dispatch_free(struct dispatch *d);
 
 /* Route e (a reference is taken) to the listed sinks; accepted(userdata, e) follows. With no
  * sinks the event is accepted at once (from the loop). */
 int dispatch_submit(struct dispatch *d, const struct sink_ref *sinks, size_t n_sinks,
 		    struct mail_event *e, dispatch_accepted_fn accepted, void *userdata);
+
+/* A reported message changed (seen elsewhere, expunged): sinks that care (desktop closes
+ * its popup) are told. */
+void dispatch_message_changed(struct dispatch *d, const char *account, const char *mailbox,
+			      uint32_t uidvalidity, uint32_t uid, enum mail_change change);
 
 /* The owner of userdata is going away: no more callbacks to it. */
 void dispatch_forget(struct dispatch *d, void *userdata);

@@ -23,6 +23,7 @@ struct ticket_ref {
 
 struct sink {
 	struct dispatch *d;
+	struct sink_context ctx; /* what the implementation was built with */
 	enum sink_type type;
 	char *name;           /* "exec:sync", for logs */
 	const char *cfg_name; /* the section's name, NULL for desktop; borrowed */
@@ -39,6 +40,8 @@ struct dispatch {
 	struct ticket *done;    /* accepted; callbacks due from the loop */
 	struct ticket **done_tail;
 	sd_event_source *defer;
+	int (*mark_seen)(void *userdata, const struct mail_event *e);
+	void *hook_userdata;
 };
 
 static void ticket_unlink(struct ticket **list, struct ticket *t)
@@ -197,7 +200,15 @@ static int sink_init(struct dispatch *d, const struct config *c, struct sink *s,
 			    "logged", s->name);
 		return 0;
 	}
-	r = s->ops->new(d->event, c, name, sink_accepted, s, &s->impl);
+	s->ctx = (struct sink_context){
+		.event = d->event,
+		.config = c,
+		.accepted = sink_accepted,
+		.userdata = s,
+		.mark_seen = d->mark_seen,
+		.hook_userdata = d->hook_userdata,
+	};
+	r = s->ops->new(&s->ctx, name, &s->impl);
 	if (r < 0)
 		return log_error_errno(r, "%s: cannot set up: %m", s->name);
 	return 0;
@@ -249,7 +260,18 @@ struct dispatch *dispatch_free(struct dispatch *d)
 	return mfree(d);
 }
 
-int dispatch_new(sd_event *e, const struct config *c, struct dispatch **ret)
+void dispatch_message_changed(struct dispatch *d, const char *account, const char *mailbox,
+			      uint32_t uidvalidity, uint32_t uid, enum mail_change change)
+{
+	for (size_t i = 0; i < d->n_sinks; i++)
+		if (d->sinks[i].impl && d->sinks[i].ops->message_changed)
+			d->sinks[i].ops->message_changed(d->sinks[i].impl, account, mailbox,
+							 uidvalidity, uid, change);
+}
+
+int dispatch_new(sd_event *e, const struct config *c,
+		 int (*mark_seen)(void *userdata, const struct mail_event *e), void *userdata,
+		 struct dispatch **ret)
 {
 	struct dispatch *d = calloc(1, sizeof(*d));
 	int r;
@@ -257,6 +279,8 @@ int dispatch_new(sd_event *e, const struct config *c, struct dispatch **ret)
 	if (!d)
 		return -ENOMEM;
 	d->event = sd_event_ref(e);
+	d->mark_seen = mark_seen;
+	d->hook_userdata = userdata;
 	d->done_tail = &d->done;
 	r = sd_event_add_defer(e, &d->defer, on_defer, d);
 	if (r >= 0)

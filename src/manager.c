@@ -180,7 +180,7 @@ static int manager_new(struct config *config, struct manager **ret)
 		r = sd_event_add_defer(m->event, &m->ready, on_ready, m);
 	if (r < 0)
 		goto fail;
-	r = dispatch_new(m->event, config, &m->dispatch);
+	r = dispatch_new(m->event, config, NULL, NULL, &m->dispatch);
 	if (r < 0) {
 		manager_free(m);
 		return log_error_errno(r, "Cannot set up the sinks: %m");

@@ -956,14 +956,14 @@ bool sink_exec_busy(const struct sink_exec *s)
 	return s && (s->phase != PHASE_IDLE || s->n_pending > 0 || s->n_accepting > 0);
 }
 
-static int ops_new(sd_event *e, const struct config *c, const char *name, sink_accepted_fn accepted,
-		   void *userdata, void **ret)
+static int ops_new(const struct sink_context *ctx, const char *name, void **ret)
 {
-	const struct config_exec *cfg = config_find_exec(c, name);
+	const struct config_exec *cfg = config_find_exec(ctx->config, name);
 
 	if (!cfg)
 		return -ENOENT;
-	return sink_exec_new(e, cfg, accepted, userdata, (struct sink_exec **)ret);
+	return sink_exec_new(ctx->event, cfg, ctx->accepted, ctx->userdata,
+			     (struct sink_exec **)ret);
 }
 
 static int ops_push(void *sink, struct mail_event *e)
