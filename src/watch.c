@@ -155,7 +155,7 @@ static void deliver(struct watch *w, struct mail_event *e)
 		log_info("%s: new mail, UID %u, from %s: %s", w->name, e->uid,
 			 e->from.name ? e->from.name : strna(e->from.address), strempty(e->subject));
 	w->reported_uid = MAX(w->reported_uid, e->uid);
-	r = dispatch_submit(w->ctx->dispatch, w->cfg->sinks, w->cfg->n_sinks, e, on_accepted, w);
+	r = dispatch_submit(w->ctx->dispatch, e, on_accepted, w);
 	if (r < 0)
 		log_error_errno(r, "%s: cannot dispatch UID %u: %m", w->name, e->uid);
 	mail_event_unref(e);
