@@ -23,6 +23,13 @@ int link_new(sd_event *e, struct resolver *r, const struct conn_params *cp,
 	     const struct imap_session_params *sp, const struct imap_session_ops *ops,
 	     void *userdata, struct link **ret);
 
+/* The connection and login parameters of an account, for a link named name (for logs) with
+ * the given goal; the caller adds what its goal needs (mailbox, state, store_uid...).
+ * Everything is borrowed from c, name, password and token. */
+void link_params_from_account(const struct config_account *c, const char *name,
+			      enum imap_goal goal, const char *password, const char *token,
+			      struct conn_params *ret_cp, struct imap_session_params *ret_sp);
+
 /* Stop and free (deferred). Returns NULL. */
 struct link *link_release(struct link *l);
 

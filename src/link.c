@@ -237,6 +237,36 @@ int link_new(sd_event *e, struct resolver *r, const struct conn_params *cp,
 	return 0;
 }
 
+void link_params_from_account(const struct config_account *c, const char *name,
+			      enum imap_goal goal, const char *password, const char *token,
+			      struct conn_params *ret_cp, struct imap_session_params *ret_sp)
+{
+	*ret_cp = (struct conn_params){
+		.host = c->host,
+		.port = c->port,
+		.tls = c->tls,
+		.ca_file = c->tls_ca_file,
+		.fingerprint = c->has_fingerprint ? c->tls_fingerprint : NULL,
+		.connect_timeout = c->connect_timeout,
+		.name = name,
+	};
+	*ret_sp = (struct imap_session_params){
+		.name = name,
+		.goal = goal,
+		.tls = c->tls,
+		.allow_plaintext = c->allow_plaintext,
+		.host = c->host,
+		.port = c->port,
+		.username = c->username,
+		.password = password,
+		.oauth_token = token,
+		.auth = c->auth,
+		.send_id = c->send_id,
+		.reply_timeout = c->reply_timeout,
+		.greeting_timeout = c->connect_timeout,
+	};
+}
+
 static int on_release(sd_event_source *s, void *userdata)
 {
 	link_free(userdata);

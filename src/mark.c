@@ -119,33 +119,13 @@ static void job_connect(struct mark_queue *q, const struct config_account *c)
 	const struct mark_job *j = q->running;
 	int r;
 
-	struct conn_params cp = {
-		.host = c->host,
-		.port = c->port,
-		.tls = c->tls,
-		.ca_file = c->tls_ca_file,
-		.fingerprint = c->has_fingerprint ? c->tls_fingerprint : NULL,
-		.connect_timeout = c->connect_timeout,
-		.name = q->name,
-	};
-	struct imap_session_params sp = {
-		.name = q->name,
-		.goal = IMAP_GOAL_STORE_SEEN,
-		.tls = c->tls,
-		.allow_plaintext = c->allow_plaintext,
-		.host = c->host,
-		.port = c->port,
-		.username = c->username,
-		.password = q->password,
-		.oauth_token = q->token,
-		.auth = c->auth,
-		.send_id = c->send_id,
-		.mailbox = j->mailbox,
-		.uidvalidity = j->uidvalidity,
-		.store_uid = j->uid,
-		.reply_timeout = c->reply_timeout,
-		.greeting_timeout = c->connect_timeout,
-	};
+	struct conn_params cp;
+	struct imap_session_params sp;
+
+	link_params_from_account(c, q->name, IMAP_GOAL_STORE_SEEN, q->password, q->token, &cp, &sp);
+	sp.mailbox = j->mailbox;
+	sp.uidvalidity = j->uidvalidity;
+	sp.store_uid = j->uid;
 	r = link_new(q->marker->event, q->marker->resolver, &cp, &sp, &mark_ops, q, &q->link);
 	if (r < 0)
 		job_failed(q, strerror(-r));

@@ -73,30 +73,10 @@ static int probe_start(struct probe *p, const struct config *config, struct prob
 		r = account_fetch_token(config, c, &a->token);
 	if (r < 0)
 		return r;
-	struct conn_params cp = {
-		.host = c->host,
-		.port = c->port,
-		.tls = c->tls,
-		.ca_file = c->tls_ca_file,
-		.fingerprint = c->has_fingerprint ? c->tls_fingerprint : NULL,
-		.connect_timeout = c->connect_timeout,
-		.name = c->name,
-	};
-	struct imap_session_params sp = {
-		.name = c->name,
-		.goal = IMAP_GOAL_PROBE,
-		.tls = c->tls,
-		.allow_plaintext = c->allow_plaintext,
-		.host = c->host,
-		.port = c->port,
-		.username = c->username,
-		.password = a->password,
-		.oauth_token = a->token,
-		.auth = c->auth,
-		.send_id = c->send_id,
-		.reply_timeout = c->reply_timeout,
-		.greeting_timeout = c->connect_timeout,
-	};
+	struct conn_params cp;
+	struct imap_session_params sp;
+
+	link_params_from_account(c, c->name, IMAP_GOAL_PROBE, a->password, a->token, &cp, &sp);
 	r = link_new(p->event, p->resolver, &cp, &sp, &probe_ops, a, &a->link);
 	if (r < 0)
 		return log_error_errno(r, "%s: cannot start connecting: %m", c->name);

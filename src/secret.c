@@ -9,7 +9,6 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -17,6 +16,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "proc/child.h"
 
 #define SECRET_MAX (64 * 1024)
 #define BUF_SIZE (SECRET_MAX + 1) /* one more byte tells "too long" from "just fits" */
@@ -222,39 +222,17 @@ static int fetch_credential(struct fetch *f, const char *name, char **ret)
  * the command's own complaints reach the log. */
 static int spawn_command(char *const *argv, pid_t *ret_pid, int *ret_fd)
 {
-	posix_spawn_file_actions_t actions;
-	posix_spawnattr_t attr;
-	sigset_t none, reset;
 	int fds[2], r;
-	pid_t pid;
 
+	/* The read end stays blocking: this runs at start-up and reads with poll(). */
 	if (pipe2(fds, O_CLOEXEC) < 0)
 		return -errno;
-	posix_spawn_file_actions_init(&actions);
-	posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-	/* The daemon blocks signals for sd-event and may ignore SIGPIPE; the command should
-	 * start with neither. */
-	posix_spawnattr_init(&attr);
-	sigemptyset(&none);
-	sigemptyset(&reset);
-	sigaddset(&reset, SIGPIPE);
-	sigaddset(&reset, SIGHUP);
-	sigaddset(&reset, SIGINT);
-	sigaddset(&reset, SIGTERM);
-	sigaddset(&reset, SIGCHLD);
-	posix_spawnattr_setsigmask(&attr, &none);
-	posix_spawnattr_setsigdefault(&attr, &reset);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	r = posix_spawnp(&pid, argv[0], &actions, &attr, argv, environ);
-	posix_spawnattr_destroy(&attr);
-	posix_spawn_file_actions_destroy(&actions);
+	r = child_spawn(argv, environ, (const int[]){ -1, fds[1], STDERR_FILENO }, ret_pid);
 	close(fds[1]);
-	if (r != 0) {
+	if (r < 0) {
 		close(fds[0]);
-		return -r;
+		return r;
 	}
-	*ret_pid = pid;
 	*ret_fd = fds[0];
 	return 0;
 }
@@ -352,8 +330,11 @@ static int fetch_command(struct fetch *f, char *const *argv, usec_t timeout, cha
 	if (r < 0)
 		return fetch_fail(f, r, "\"%s\": cannot run: %s", argv[0], strerror(-r));
 	r = read_output(fd, deadline, data, &len);
-	if (r == -ETIME)
+	if (r == -ETIME) {
+		/* Its own process group: what it started goes too. */
+		kill(-pid, SIGKILL);
 		kill(pid, SIGKILL);
+	}
 	fd = safe_close(fd);
 	rw = wait_child(pid, &status);
 	if (r == -ETIME)

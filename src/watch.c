@@ -343,39 +343,19 @@ static void watch_link_new(struct watch *w)
 	const struct config_account *c = w->cfg;
 	int r;
 
-	struct conn_params cp = {
-		.host = c->host,
-		.port = c->port,
-		.tls = c->tls,
-		.ca_file = c->tls_ca_file,
-		.fingerprint = c->has_fingerprint ? c->tls_fingerprint : NULL,
-		.connect_timeout = c->connect_timeout,
-		.name = w->name,
-	};
-	struct imap_session_params sp = {
-		.name = w->name,
-		.goal = IMAP_GOAL_WATCH,
-		.tls = c->tls,
-		.allow_plaintext = c->allow_plaintext,
-		.host = c->host,
-		.port = c->port,
-		.username = c->username,
-		.password = w->password,
-		.oauth_token = w->oauth_token,
-		.auth = c->auth,
-		.send_id = c->send_id,
-		.mailbox = w->mailbox,
-		.known = w->state.known,
-		.uidvalidity = w->state.uidvalidity,
-		/* Events still on their way through the sinks are not fetched again. */
-		.last_uid = MAX(w->state.uid, w->reported_uid),
-		.catch_up = c->catch_up,
-		.skip_seen = c->skip_seen,
-		.idle_refresh = c->idle_refresh,
-		.poll_interval = c->poll_interval,
-		.reply_timeout = c->reply_timeout,
-		.greeting_timeout = c->connect_timeout,
-	};
+	struct conn_params cp;
+	struct imap_session_params sp;
+
+	link_params_from_account(c, w->name, IMAP_GOAL_WATCH, w->password, w->oauth_token, &cp, &sp);
+	sp.mailbox = w->mailbox;
+	sp.known = w->state.known;
+	sp.uidvalidity = w->state.uidvalidity;
+	/* Events still on their way through the sinks are not fetched again. */
+	sp.last_uid = MAX(w->state.uid, w->reported_uid);
+	sp.catch_up = c->catch_up;
+	sp.skip_seen = c->skip_seen;
+	sp.idle_refresh = c->idle_refresh;
+	sp.poll_interval = c->poll_interval;
 	r = link_new(w->ctx->event, w->ctx->resolver, &cp, &sp, &watch_ops, w, &w->link);
 	if (r < 0) {
 		w->oauth_token = secret_free(w->oauth_token);

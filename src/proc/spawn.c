@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 
 #include "log.h"
+#include "proc/child.h"
 
 extern char **environ;
 
@@ -131,120 +132,7 @@ static int capture_start(struct spawn_job *j, struct capture *c, int fd)
 	return 0;
 }
 
-/* Keeps fd off 0-2, so that the dup2() onto 0-2 in the child cannot clobber another pipe end.
- * Consumes fd. */
-static int fd_above_stdio(int fd)
-{
-	int n, saved;
-
-	if (fd >= 3)
-		return fd;
-	n = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-	saved = errno;
-	close(fd);
-	return n < 0 ? -saved : n;
-}
-
-/* A pipe whose ends are close-on-exec and above 0-2; our (read) end is non-blocking, the
- * child's stays blocking, as programs expect of their stdio. */
-static int pipe_new(int ret[2])
-{
-	int p[2];
-
-	if (pipe2(p, O_CLOEXEC) < 0)
-		return -errno;
-	p[0] = fd_above_stdio(p[0]);
-	p[1] = fd_above_stdio(p[1]);
-	if (p[0] < 0 || p[1] < 0 || fcntl(p[0], F_SETFL, O_NONBLOCK) < 0) {
-		int r = p[0] < 0 ? p[0] : p[1] < 0 ? p[1] : -errno;
-
-		safe_close(p[0]);
-		safe_close(p[1]);
-		return r;
-	}
-	ret[0] = p[0];
-	ret[1] = p[1];
-	return 0;
-}
-
 /* ---- Spawning ---------------------------------------------------------------------------- */
-
-/* The daemon blocks signals for sd-event and ignores SIGPIPE; the command must start with
- * neither. Its own process group lets a kill reach whatever it starts. */
-static int spawn_attr_init(posix_spawnattr_t *attr)
-{
-	sigset_t none, all;
-	int r;
-
-	sigemptyset(&none);
-	sigfillset(&all);
-	sigdelset(&all, SIGKILL);
-	sigdelset(&all, SIGSTOP);
-	r = posix_spawnattr_init(attr);
-	if (r != 0)
-		return -r;
-	r = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
-						   POSIX_SPAWN_SETPGROUP);
-	if (r == 0)
-		r = posix_spawnattr_setsigmask(attr, &none);
-	if (r == 0)
-		r = posix_spawnattr_setsigdefault(attr, &all);
-	if (r == 0)
-		r = posix_spawnattr_setpgroup(attr, 0);
-	if (r != 0) {
-		posix_spawnattr_destroy(attr);
-		return -r;
-	}
-	return 0;
-}
-
-/* stdin from /dev/null, stdout and stderr into the pipes; everything else is closed, even a
- * descriptor some library opened without O_CLOEXEC. */
-static int spawn_actions_init(posix_spawn_file_actions_t *fa, int out_fd, int err_fd)
-{
-	int r = posix_spawn_file_actions_init(fa);
-
-	if (r != 0)
-		return -r;
-	r = posix_spawn_file_actions_addopen(fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-	if (r == 0)
-		r = posix_spawn_file_actions_adddup2(fa, out_fd, STDOUT_FILENO);
-	if (r == 0)
-		r = posix_spawn_file_actions_adddup2(fa, err_fd, STDERR_FILENO);
-	if (r == 0)
-		r = posix_spawn_file_actions_addclosefrom_np(fa, 3);
-	if (r != 0) {
-		posix_spawn_file_actions_destroy(fa);
-		return -r;
-	}
-	return 0;
-}
-
-/* Returns the posix_spawnp() error as a negative errno (glibc reports a failed execve(),
- * ENOENT, EACCES, ..., here rather than as an exit status). */
-static int spawn(char *const *argv, int out_fd, int err_fd, pid_t *ret_pid)
-{
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
-	pid_t pid;
-	int r;
-
-	r = spawn_actions_init(&fa, out_fd, err_fd);
-	if (r < 0)
-		return r;
-	r = spawn_attr_init(&attr);
-	if (r < 0) {
-		posix_spawn_file_actions_destroy(&fa);
-		return r;
-	}
-	r = posix_spawnp(&pid, argv[0], &fa, &attr, argv, environ);
-	posix_spawnattr_destroy(&attr);
-	posix_spawn_file_actions_destroy(&fa);
-	if (r != 0)
-		return -r;
-	*ret_pid = pid;
-	return 0;
-}
 
 /* ---- The result -------------------------------------------------------------------------- */
 
@@ -467,15 +355,15 @@ static int job_start(struct spawn_job *j, char *const *argv)
 	int p[2], r;
 	pid_t pid;
 
-	r = pipe_new(p);
+	r = child_pipe_new(p, 0);
 	if (r < 0)
 		return r;
 	j->out.fd = p[0], out_w = p[1];
-	r = pipe_new(p);
+	r = child_pipe_new(p, 0);
 	if (r < 0)
 		return r;
 	j->err.fd = p[0], err_w = p[1];
-	r = spawn(argv, out_w, err_w, &pid);
+	r = child_spawn(argv, environ, (const int[]){ -1, out_w, err_w }, &pid);
 	if (r < 0) {
 		j->spawn_error = r;
 		return sd_event_add_defer(j->event, &j->defer_source, on_spawn_failed, j);

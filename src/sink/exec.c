@@ -3,11 +3,11 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <sys/wait.h>
 
 #include "log.h"
+#include "proc/child.h"
 
 extern char **environ;
 
@@ -262,42 +262,6 @@ static int stdin_start(struct sink_exec *s, int fd)
 
 /* ---- Spawning ---------------------------------------------------------------------------- */
 
-/* Keeps fd off 0-2, so that the dup2() onto 0-2 in the child cannot clobber another of the
- * pipe ends, and closefrom(3) closes every original. Consumes fd. */
-static int fd_above_stdio(int fd)
-{
-	int n, saved;
-
-	if (fd >= 3)
-		return fd;
-	n = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-	saved = errno;
-	close(fd);
-	return n < 0 ? -saved : n;
-}
-
-/* A pipe whose ends are both close-on-exec and above 0-2; ours (index ours) is non-blocking,
- * the child's stays blocking, as programs expect of their stdio. */
-static int pipe_new(int ret[2], int ours)
-{
-	int p[2];
-
-	if (pipe2(p, O_CLOEXEC) < 0)
-		return -errno;
-	p[0] = fd_above_stdio(p[0]);
-	p[1] = fd_above_stdio(p[1]);
-	if (p[0] < 0 || p[1] < 0 || fcntl(p[ours], F_SETFL, O_NONBLOCK) < 0) {
-		int r = p[0] < 0 ? p[0] : p[1] < 0 ? p[1] : -errno;
-
-		safe_close(p[0]);
-		safe_close(p[1]);
-		return r;
-	}
-	ret[0] = p[0];
-	ret[1] = p[1];
-	return 0;
-}
-
 /* The daemon's environment without IMAPIDLED_*, then the run's variables. The strings are
  * borrowed: free only the array. */
 static int envp_new(char *const *run_env, char ***ret)
@@ -314,80 +278,6 @@ static int envp_new(char *const *run_env, char ***ret)
 	for (char *const *p = run_env; p && *p; p++)
 		v[n++] = *p;
 	*ret = v;
-	return 0;
-}
-
-static int spawn_attr_init(posix_spawnattr_t *attr)
-{
-	sigset_t none, all;
-	int r;
-
-	/* The daemon blocks signals for sd-event and ignores SIGPIPE; a command must start with
-	 * neither, or `mbsync` would ignore its timeout's SIGTERM. A new process group lets the
-	 * timeout reach whatever the command starts. */
-	sigemptyset(&none);
-	sigfillset(&all);
-	sigdelset(&all, SIGKILL);
-	sigdelset(&all, SIGSTOP);
-	r = posix_spawnattr_init(attr);
-	if (r != 0)
-		return -r;
-	r = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
-						   POSIX_SPAWN_SETPGROUP);
-	if (r == 0)
-		r = posix_spawnattr_setsigmask(attr, &none);
-	if (r == 0)
-		r = posix_spawnattr_setsigdefault(attr, &all);
-	if (r == 0)
-		r = posix_spawnattr_setpgroup(attr, 0);
-	if (r != 0) {
-		posix_spawnattr_destroy(attr);
-		return -r;
-	}
-	return 0;
-}
-
-/* The child's ends become 0, 1, 2; everything else is closed, even a descriptor some library
- * opened without O_CLOEXEC. */
-static int spawn_actions_init(posix_spawn_file_actions_t *fa, const int child_fds[3])
-{
-	int r = posix_spawn_file_actions_init(fa);
-
-	if (r != 0)
-		return -r;
-	for (int i = 0; r == 0 && i < 3; i++)
-		r = posix_spawn_file_actions_adddup2(fa, child_fds[i], i);
-	if (r == 0)
-		r = posix_spawn_file_actions_addclosefrom_np(fa, 3);
-	if (r != 0) {
-		posix_spawn_file_actions_destroy(fa);
-		return -r;
-	}
-	return 0;
-}
-
-static int spawn(char *const *argv, char *const *envp, const int child_fds[3], pid_t *ret_pid)
-{
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
-	pid_t pid;
-	int r;
-
-	r = spawn_actions_init(&fa, child_fds);
-	if (r < 0)
-		return r;
-	r = spawn_attr_init(&attr);
-	if (r < 0) {
-		posix_spawn_file_actions_destroy(&fa);
-		return r;
-	}
-	/* glibc reports a failed execve() (ENOENT, EACCES, ...) here, not as an exit status. */
-	r = posix_spawnp(&pid, argv[0], &fa, &attr, argv, envp);
-	posix_spawnattr_destroy(&attr);
-	posix_spawn_file_actions_destroy(&fa);
-	if (r != 0)
-		return -r;
-	*ret_pid = pid;
 	return 0;
 }
 
@@ -551,22 +441,22 @@ static int child_start(struct sink_exec *s, char **argv)
 	int p[2], r;
 	pid_t pid;
 
-	r = pipe_new(p, 1);
+	r = child_pipe_new(p, 1);
 	if (r < 0)
 		return r;
 	in_r = p[0], in_w = p[1];
-	r = pipe_new(p, 0);
+	r = child_pipe_new(p, 0);
 	if (r < 0)
 		return r;
 	out_r = p[0], out_w = p[1];
-	r = pipe_new(p, 0);
+	r = child_pipe_new(p, 0);
 	if (r < 0)
 		return r;
 	err_r = p[0], err_w = p[1];
 	r = envp_new(s->run_env, &envp);
 	if (r < 0)
 		return r;
-	r = spawn(argv, envp, (const int[]){ in_r, out_w, err_w }, &pid);
+	r = child_spawn(argv, envp, (const int[]){ in_r, out_w, err_w }, &pid);
 	if (r < 0)
 		return r;
 	r = child_setup(s, pid, TAKE_FD(in_w), TAKE_FD(out_r), TAKE_FD(err_r));
