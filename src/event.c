@@ -1,10 +1,10 @@
 #include "event.h"
+#include "hash.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 
 #include <jansson.h>
-#include <openssl/evp.h>
 
 /* RFC 3339 covers years 0000-9999 only. */
 #define TIME_MIN ((time_t)-62167219200LL) /* 0000-01-01T00:00:00Z */
@@ -160,25 +160,8 @@ static int parse_rfc3339(const char *s, time_t *ret)
 static int id_from_parts(const char *prefix, const char *const *parts, size_t n_parts,
 			 char ret[static MAIL_EVENT_ID_LEN + 1])
 {
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned md_len = 0;
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	int ok;
-
-	if (!ctx)
-		return -ENOMEM;
-	ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-	/* The NUL separators: no field can contain one, so the split is unambiguous. */
-	for (size_t i = 0; ok && i < n_parts; i++)
-		ok = EVP_DigestUpdate(ctx, parts[i], strlen(parts[i]) + (i + 1 < n_parts));
-	ok = ok && EVP_DigestFinal_ex(ctx, md, &md_len);
-	EVP_MD_CTX_free(ctx);
-	if (!ok || md_len < 16)
-		return -EIO;
 	memcpy(ret, prefix, 4);
-	for (size_t i = 0; i < 16; i++)
-		snprintf(ret + 4 + 2 * i, 3, "%02x", md[i]);
-	return 0;
+	return hash_parts_hex(parts, n_parts, MAIL_EVENT_ID_LEN - 4, ret + 4);
 }
 
 int mail_event_id(const char *account, const char *mailbox, uint32_t uidvalidity, uint32_t uid,

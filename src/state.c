@@ -1,11 +1,11 @@
 #include "state.h"
+#include "hash.h"
 
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <sys/stat.h>
 
-#include <openssl/evp.h>
 
 #define STATE_SUBDIR "mailboxes"
 #define STATE_SUFFIX ".state"
@@ -46,26 +46,6 @@ static char *pct_append(char *p, const char *s)
 	return p;
 }
 
-/* First HASH_HEX_LEN hex digits of sha256(a "\0" b). */
-static int hash_names(const char *a, const char *b, char ret[static HASH_HEX_LEN + 1])
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned md_len = 0;
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	int ok;
-
-	if (!ctx)
-		return -ENOMEM;
-	ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
-	     EVP_DigestUpdate(ctx, a, strlen(a) + 1) && EVP_DigestUpdate(ctx, b, strlen(b)) &&
-	     EVP_DigestFinal_ex(ctx, md, &md_len);
-	EVP_MD_CTX_free(ctx);
-	if (!ok || md_len * 2 < HASH_HEX_LEN)
-		return -EIO;
-	for (size_t i = 0; i < HASH_HEX_LEN / 2; i++)
-		snprintf(ret + 2 * i, 3, "%02x", md[i]);
-	return 0;
-}
 
 /* Too long for a file name: keep a readable prefix (not cut inside a %XX triple) and make it
  * unique with a hash. */
@@ -75,7 +55,7 @@ static int shorten_name(char *full, const char *account, const char *mailbox)
 	char hex[HASH_HEX_LEN + 1];
 	int r;
 
-	r = hash_names(account, mailbox, hex);
+	r = hash_parts_hex((const char *const[]){ account, mailbox }, 2, HASH_HEX_LEN, hex);
 	if (r < 0)
 		return r;
 	if (full[keep - 1] == '%')
