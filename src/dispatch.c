@@ -167,6 +167,11 @@ void dispatch_forget(struct dispatch *d, void *userdata)
 			t->accepted = NULL;
 }
 
+bool dispatch_is_idle(const struct dispatch *d)
+{
+	return !d->pending && !d->done;
+}
+
 /* One row per kind of sink; a NULL row is a sink that is configured but not built yet. */
 static const struct sink_ops *const sink_types[] = {
 	[SINK_EXEC] = &sink_exec_ops,
