@@ -41,7 +41,7 @@ static int on_match_added(sd_bus_message *reply, void *userdata, sd_bus_error *e
 		log_warning("system bus: cannot subscribe to logind's PrepareForSleep (%s), "
 			    "ignoring: a resume is noticed only by timeouts", e->message);
 	else
-		log_debug("system bus: listening for suspend and resume");
+		log_info("system bus: listening for suspend and resume");
 	return 0;
 }
 
