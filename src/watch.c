@@ -309,6 +309,8 @@ static void retry_after_failure(struct watch *w, enum backoff_class c, const cha
 	if (delay == USEC_INFINITY)
 		log_full(repeat ? LOG_DEBUG : LOG_ERR, "%s: %s; not retrying until reloaded",
 			 w->name, why);
+	else if (delay == 0)
+		log_full(repeat ? LOG_DEBUG : LOG_WARNING, "%s: %s; reconnecting now", w->name, why);
 	else
 		log_full(repeat ? LOG_DEBUG : LOG_WARNING, "%s: %s; reconnecting in %s", w->name,
 			 why, format_duration(buf, sizeof(buf), delay));
