@@ -574,8 +574,15 @@ static int manager_add_sources(struct manager *m)
 		r = sd_event_source_set_enabled(m->gc, SD_EVENT_OFF);
 	if (r >= 0)
 		r = status_new(m->event, STATUS_INTERVAL, manager_collect, m, &m->status);
-	if (r >= 0)
-		r = sleep_monitor_new(m->event, manager_probe_all, m, &m->sleep);
+	return r;
+}
+
+/* Last: they say so when there is no system bus or no netlink, which is only worth saying
+ * for a start-up that succeeds. */
+static int manager_add_monitors(struct manager *m)
+{
+	int r = sleep_monitor_new(m->event, manager_probe_all, m, &m->sleep);
+
 	if (r >= 0)
 		r = route_monitor_new(m->event, ROUTE_DEBOUNCE, manager_probe_all, m, &m->route);
 	return r;
@@ -673,6 +680,9 @@ static int manager_new(struct config *config, struct manager **ret)
 		manager_free(m);
 		return r; /* logged by the account */
 	}
+	r = manager_add_monitors(m);
+	if (r < 0)
+		goto fail;
 	*ret = m;
 	return 0;
 fail:

@@ -475,3 +475,33 @@ def test_default_route_change_probes_every_connection(daemon_config, dovecot, ma
         if p is not None:
             p.close()
         ns.close()
+
+
+def test_reload_lets_a_running_command_finish(imapidled, daemon_config, dovecot, mail_user,
+                                              tmp_path):
+    """Sinks are rebuilt on reload, but the old ones live until their work is done: a command
+    running at the time (mbsync, say) is not cut off."""
+    mark_file = tmp_path / "finished"
+    daemon_config.account("work", dovecot, mail_user, sinks=["exec:sync"])
+    daemon_config.exec("sync", f'/bin/sh -c "echo started; sleep 2; echo finished; '
+                               f'touch {mark_file}"')
+    d = imapidled()
+    d.wait_for_log(r"all 1 mailbox idle$", timeout=IDLE_TIMEOUT)
+    mail_user.deliver(subject="sync me")
+    d.wait_for_log(r"exec sync: .*started$", timeout=5)
+    mark = d.mark()
+    daemon_config.sections["exec sync"]["timeout"] = "4m"
+    daemon_config.write()
+    d.reload()
+    d.wait_for_log(r"reloaded \S+: 1 account kept, 0 restarted, 0 added, 0 removed$",
+                   since=mark)
+    d.wait_for_log(r"exec sync: .*finished$", since=mark, timeout=5)
+    deadline = time.monotonic() + 2
+    while not mark_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert mark_file.exists()
+    assert "killed by signal" not in d.log_text()
+    # The new sink runs the next one.
+    mail_user.deliver(subject="again")
+    d.wait_for_log(r"exec sync: .*started$", since=mark, timeout=5)
+    assert d.stop() == 0
