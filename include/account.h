@@ -5,6 +5,7 @@
 #include "watch.h"
 
 struct account;
+struct dispatch;
 
 /* Fetches the password (logged and returned as an error when that fails) and builds the
  * watches; nothing connects before account_start(). cfg is borrowed and must outlive the
@@ -20,6 +21,19 @@ const char *account_name(const struct account *a);
 /* Borrowed; valid until the account is freed. The password is NULL with OAuth only. */
 const struct config_account *account_config(const struct account *a);
 const char *account_password(const struct account *a);
+
+/* Per watch; see watch.h. */
+void account_probe(struct account *a);
+void account_stop(struct account *a);
+bool account_is_stopped(const struct account *a);
+void account_set_context(struct account *a, const struct watch_context *ctx);
+/* The first watch's problem (see watch_problem), NULL when none has one. */
+const char *account_problem(const struct account *a, enum backoff_class *ret_class);
+usec_t account_last_mail(const struct account *a);
+
+/* Events of this account's watches still queued in d (an older dispatcher, kept until it
+ * drains) will not be reported back to them: call before account_free(). */
+void account_forget(struct account *a, struct dispatch *d);
 
 /* Fetch the account's OAuth token by running oauth_token_command now (blocking: for
  * `imapidled check`; the daemon runs it without blocking before each connect). NULL when the

@@ -38,3 +38,7 @@ void dispatch_message_changed(struct dispatch *d, const char *account, const cha
 
 /* The owner of userdata is going away: no more callbacks to it. */
 void dispatch_forget(struct dispatch *d, void *userdata);
+
+/* Nothing submitted is still waiting for a sink or for its accepted() callback, and no sink
+ * is busy (see sink_ops.busy). */
+bool dispatch_is_idle(const struct dispatch *d);

@@ -7,6 +7,7 @@
 
 #include <systemd/sd-event.h>
 
+#include "backoff.h"
 #include "config.h"
 
 struct dispatch;
@@ -34,3 +35,25 @@ struct watch *watch_free(struct watch *w);
 void watch_start(struct watch *w);
 bool watch_is_idle(const struct watch *w);
 const char *watch_name(const struct watch *w);
+
+/* Why the watch is not idle (the last failure, and its class when ret_class is not NULL), or
+ * NULL while idle, connecting for the first time, or stopping. Borrowed until the next
+ * callback. */
+const char *watch_problem(const struct watch *w, enum backoff_class *ret_class);
+/* CLOCK_REALTIME µs of the last new-mail event, 0 when none yet. */
+usec_t watch_last_mail(const struct watch *w);
+
+/* Check the link now (after a resume or a route change): it must answer within a few
+ * seconds, and one found dead reconnects at once, without backoff. A watch waiting out a
+ * network failure reconnects now. */
+void watch_probe(struct watch *w);
+
+/* Leave for good: LOGOUT on a live link, no more reconnects, state written. ctx->changed is
+ * called once the link is gone; watch_is_stopped() then says so. watch_free() afterwards
+ * (or at any time: it closes whatever is left). */
+void watch_stop(struct watch *w);
+bool watch_is_stopped(const struct watch *w);
+
+/* Re-point the watch at another context (a reload built new sinks). The old one must stay
+ * valid until this call; events already submitted stay with the old dispatcher. */
+void watch_set_context(struct watch *w, const struct watch_context *ctx);

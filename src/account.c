@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 
+#include "dispatch.h"
 #include "log.h"
 #include "secret.h"
 
@@ -139,4 +140,55 @@ const struct config_account *account_config(const struct account *a)
 const char *account_password(const struct account *a)
 {
 	return a->password;
+}
+
+void account_probe(struct account *a)
+{
+	for (size_t i = 0; i < a->n_watches; i++)
+		watch_probe(a->watches[i]);
+}
+
+void account_stop(struct account *a)
+{
+	for (size_t i = 0; i < a->n_watches; i++)
+		watch_stop(a->watches[i]);
+}
+
+bool account_is_stopped(const struct account *a)
+{
+	for (size_t i = 0; i < a->n_watches; i++)
+		if (!watch_is_stopped(a->watches[i]))
+			return false;
+	return true;
+}
+
+void account_set_context(struct account *a, const struct watch_context *ctx)
+{
+	for (size_t i = 0; i < a->n_watches; i++)
+		watch_set_context(a->watches[i], ctx);
+}
+
+void account_forget(struct account *a, struct dispatch *d)
+{
+	for (size_t i = 0; i < a->n_watches; i++)
+		dispatch_forget(d, a->watches[i]);
+}
+
+const char *account_problem(const struct account *a, enum backoff_class *ret_class)
+{
+	for (size_t i = 0; i < a->n_watches; i++) {
+		const char *why = watch_problem(a->watches[i], ret_class);
+		if (why)
+			return why;
+	}
+	return NULL;
+}
+
+usec_t account_last_mail(const struct account *a)
+{
+	usec_t t = 0;
+
+	for (size_t i = 0; i < a->n_watches; i++)
+		t = MAX(t, watch_last_mail(a->watches[i]));
+	return t;
 }

@@ -174,6 +174,18 @@ void dispatch_forget(struct dispatch *d, void *userdata)
 			t->accepted = NULL;
 }
 
+bool dispatch_is_idle(const struct dispatch *d)
+{
+	if (d->pending || d->done)
+		return false;
+	for (size_t i = 0; i < d->n_sinks; i++) {
+		const struct sink *s = &d->sinks[i];
+		if (s->impl && s->ops->busy && s->ops->busy(s->impl))
+			return false;
+	}
+	return true;
+}
+
 /* One row per kind of sink; a NULL row is a sink that is configured but not built yet. */
 static const struct sink_ops *const sink_types[] = {
 	[SINK_EXEC] = &sink_exec_ops,

@@ -19,6 +19,8 @@
 #define HEALTHY_AFTER (60 * USEC_PER_SEC)
 /* oauth_token_command gets this long; it may have to refresh the token over the network. */
 #define TOKEN_TIMEOUT (30 * USEC_PER_SEC)
+/* A probe after a resume or a route change: a live server answers DONE or NOOP at once. */
+#define PROBE_TIMEOUT (5 * USEC_PER_SEC)
 
 struct watch {
 	const struct watch_context *ctx;
@@ -46,6 +48,11 @@ struct watch {
 	bool idle;
 	usec_t idle_since;
 	char *last_error; /* logged once; repeats go to debug */
+	enum backoff_class last_class; /* of the failure behind last_error */
+	usec_t last_mail;              /* CLOCK_REALTIME of the last event, 0: none yet */
+
+	bool probing;  /* watch_probe(): a link found dead reconnects without backoff */
+	bool stopping; /* watch_stop(): logging out, never reconnecting */
 };
 
 static void watch_connect(struct watch *w);
@@ -58,6 +65,20 @@ const char *watch_name(const struct watch *w)
 bool watch_is_idle(const struct watch *w)
 {
 	return w->idle;
+}
+
+const char *watch_problem(const struct watch *w, enum backoff_class *ret_class)
+{
+	if (w->idle || w->stopping || !w->last_error)
+		return NULL;
+	if (ret_class)
+		*ret_class = w->last_class;
+	return w->last_error;
+}
+
+usec_t watch_last_mail(const struct watch *w)
+{
+	return w->last_mail;
 }
 
 static void watch_changed(struct watch *w)
@@ -155,6 +176,8 @@ static void deliver(struct watch *w, struct mail_event *e)
 		log_info("%s: new mail, UID %u, from %s: %s", w->name, e->uid,
 			 e->from.name ? e->from.name : strna(e->from.address), strempty(e->subject));
 	w->reported_uid = MAX(w->reported_uid, e->uid);
+	w->last_mail = now_usec(CLOCK_REALTIME);
+	watch_changed(w);
 	r = dispatch_submit(w->ctx->dispatch, e, on_accepted, w);
 	if (r < 0)
 		log_error_errno(r, "%s: cannot dispatch UID %u: %m", w->name, e->uid);
@@ -229,6 +252,7 @@ static void on_idle(void *userdata)
 {
 	struct watch *w = userdata;
 
+	w->probing = false; /* alive, or back */
 	if (w->idle)
 		return;
 	gate_leave(w->ctx->gate, &w->slot);
@@ -295,6 +319,12 @@ static void retry_after_failure(struct watch *w, enum backoff_class c, const cha
 	bool repeat;
 
 	gate_leave(w->ctx->gate, &w->slot);
+	/* The link was found dead by a probe after a resume or a network change: the network
+	 * is back, so waiting would only add to the gap (a failure from here on backs off). */
+	if (w->probing && (c == BACKOFF_RETRY_NOW || c == BACKOFF_RETRY_LATER))
+		delay = 0;
+	w->probing = false;
+	w->last_class = c;
 	repeat = w->last_error && streq(w->last_error, why);
 	if (!repeat) {
 		free(w->last_error);
@@ -303,6 +333,8 @@ static void retry_after_failure(struct watch *w, enum backoff_class c, const cha
 	if (delay == USEC_INFINITY)
 		log_full(repeat ? LOG_DEBUG : LOG_ERR, "%s: %s; not retrying until reloaded",
 			 w->name, why);
+	else if (delay == 0)
+		log_full(repeat ? LOG_DEBUG : LOG_WARNING, "%s: %s; reconnecting now", w->name, why);
 	else
 		log_full(repeat ? LOG_DEBUG : LOG_WARNING, "%s: %s; reconnecting in %s", w->name,
 			 why, format_duration(buf, sizeof(buf), delay));
@@ -321,6 +353,14 @@ static void on_closed(void *userdata, enum imap_failure failure, int error, cons
 	if (w->idle && now - w->idle_since >= HEALTHY_AFTER)
 		backoff_reset(&w->backoff);
 	w->idle = false;
+	if (w->stopping) {
+		if (failure == IMAP_FAIL_NONE)
+			log_debug("%s: logged out", w->name);
+		else
+			log_debug("%s: closed while logging out: %s", w->name, why);
+		watch_changed(w);
+		return;
+	}
 	retry_after_failure(w, failure_class(w, failure), why);
 }
 
@@ -356,6 +396,7 @@ static void watch_link_new(struct watch *w)
 	sp.skip_seen = c->skip_seen;
 	sp.idle_refresh = c->idle_refresh;
 	sp.poll_interval = c->poll_interval;
+	sp.probe_timeout = MIN(PROBE_TIMEOUT, c->reply_timeout);
 	r = link_new(w->ctx->event, w->ctx->resolver, &cp, &sp, &watch_ops, w, &w->link);
 	if (r < 0) {
 		w->oauth_token = secret_free(w->oauth_token);
@@ -442,8 +483,55 @@ static void watch_connect(struct watch *w)
 
 void watch_start(struct watch *w)
 {
-	if (!w->link && !w->retry && !w->slot.waiting && !w->token_job)
+	if (!w->stopping && !w->link && !w->retry && !w->slot.waiting && !w->token_job)
 		watch_connect(w);
+}
+
+void watch_probe(struct watch *w)
+{
+	if (w->stopping)
+		return;
+	if (w->link) {
+		w->probing = true;
+		if (link_probe(w->link) < 0)
+			w->probing = false;
+		return;
+	}
+	/* Waiting out a network failure: the network may be back, try now. A rejected login or
+	 * a missing mailbox is not fixed by a resume, so those keep their schedule. */
+	if (w->retry && (w->last_class == BACKOFF_RETRY_NOW ||
+			 w->last_class == BACKOFF_RETRY_LATER)) {
+		w->retry = sd_event_source_disable_unref(w->retry);
+		log_debug("%s: reconnecting now instead of waiting", w->name);
+		watch_connect(w);
+	}
+}
+
+void watch_stop(struct watch *w)
+{
+	if (w->stopping)
+		return;
+	w->stopping = true;
+	w->retry = sd_event_source_disable_unref(w->retry);
+	w->token_job = spawn_job_free(w->token_job);
+	gate_leave(w->ctx->gate, &w->slot);
+	/* LOGOUT may end the session at once (closed before login): on_closed then releases
+	 * the link from inside this call, which is why it is not touched afterwards. */
+	if (w->link && link_logout(w->link) < 0)
+		w->link = link_release(w->link);
+	if (w->state_dirty)
+		on_flush(NULL, w);
+	watch_changed(w);
+}
+
+bool watch_is_stopped(const struct watch *w)
+{
+	return w->stopping && !w->link;
+}
+
+void watch_set_context(struct watch *w, const struct watch_context *ctx)
+{
+	w->ctx = ctx;
 }
 
 struct watch *watch_free(struct watch *w)

@@ -87,6 +87,7 @@ struct imap_session_params {
 	usec_t poll_interval;
 	usec_t reply_timeout;
 	usec_t greeting_timeout;
+	usec_t probe_timeout;   /* imap_session_probe(): answer within this; 0: reply_timeout */
 };
 
 struct imap_session_ops {
@@ -142,8 +143,9 @@ void imap_session_transport_closed(struct imap_session *s, int error, const char
 usec_t imap_session_deadline(const struct imap_session *s);
 int imap_session_timeout(struct imap_session *s, usec_t now);
 
-/* Check liveness now (after resume or a route change): leave IDLE and expect an answer
- * within the reply timeout. */
+/* Check liveness now (after resume or a route change): leave IDLE (or NOOP while polling)
+ * and expect an answer within probe_timeout. A command already in flight is left to its own
+ * reply timeout. */
 int imap_session_probe(struct imap_session *s, usec_t now);
 /* Polite shutdown: leave IDLE, LOGOUT; closed(IMAP_FAIL_NONE) when the server answers. */
 int imap_session_logout(struct imap_session *s, usec_t now);

@@ -39,6 +39,9 @@ struct sink_ops {
 	int (*new)(const struct sink_context *ctx, const char *name, void **ret);
 	int (*push)(void *sink, struct mail_event *e);
 	void *(*free)(void *sink);
+	/* Optional: work is still under way (a command running). A reload keeps the old sinks
+	 * until they are neither holding events nor busy, so a running command is not cut off. */
+	bool (*busy)(void *sink);
 	/* Optional: a reported message changed. */
 	void (*message_changed)(void *sink, const char *account, const char *mailbox,
 				uint32_t uidvalidity, uint32_t uid, enum mail_change change);

@@ -470,6 +470,10 @@ static int leave_idle(struct imap_session *s, usec_t now)
 	log_debug("%s: C: DONE", s->name);
 	set_state(s, S_IDLE_DONE);
 	s->deadline = now + s->p.reply_timeout;
+	/* After a suspend the reply timeout (minutes, for slow servers) is too patient: a link
+	 * that died meanwhile should be found within seconds. */
+	if (s->probe_requested && s->p.probe_timeout > 0)
+		s->deadline = MIN(s->deadline, now + s->p.probe_timeout);
 	return send_bytes(s, "DONE\r\n", 6);
 }
 
@@ -1272,13 +1276,17 @@ int imap_session_timeout(struct imap_session *s, usec_t now)
 
 int imap_session_probe(struct imap_session *s, usec_t now)
 {
+	int r;
+
+	s->probe_requested = true;
 	if (s->state == S_IDLING)
 		return leave_idle(s, now);
-	if (s->state == S_POLL_WAIT)
-		return simple(s, "NOOP", S_NOOP, now);
-	s->probe_requested = true;
-	/* A command is in flight: its reply timeout already watches the link. */
-	return 0;
+	if (s->state != S_POLL_WAIT)
+		return 0; /* a command is in flight: its reply timeout already watches the link */
+	r = simple(s, "NOOP", S_NOOP, now);
+	if (r >= 0 && s->p.probe_timeout > 0)
+		s->deadline = MIN(s->deadline, now + s->p.probe_timeout);
+	return r;
 }
 
 int imap_session_logout(struct imap_session *s, usec_t now)

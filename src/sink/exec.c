@@ -866,9 +866,17 @@ static void *ops_free(void *sink)
 	return sink_exec_free(sink);
 }
 
+static bool ops_busy(void *sink)
+{
+	const struct sink_exec *s = sink;
+
+	return s->child.pid > 0;
+}
+
 const struct sink_ops sink_exec_ops = {
 	.type = "exec",
 	.new = ops_new,
 	.push = ops_push,
 	.free = ops_free,
+	.busy = ops_busy,
 };

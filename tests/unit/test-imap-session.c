@@ -877,6 +877,24 @@ static const struct script happy[] = {
 	       LOGIN_STEPS, SELECT("7", "5"), E("selected"), C("a3 IDLE\r\n"), DO_PROBE,
 	       S("+ idling\r\n"), E("idle"), C("DONE\r\n"), S("a3 OK\r\n"), C("a4 IDLE\r\n")),
 
+	SCRIPT("probe_timeout: DONE must be answered within it, not reply_timeout",
+	       PARAMS(.probe_timeout = 5 * SEC), IDLE_STEPS, DO_PROBE, C("DONE\r\n"), DL(5 * SEC),
+	       WAIT(5 * SEC - 1), WAIT(1), CLOSED(TRANSIENT ETIMEDOUT)),
+
+	SCRIPT("probe_timeout: answered, IDLE again with its usual deadlines",
+	       PARAMS(.probe_timeout = 5 * SEC), IDLE_STEPS, DO_PROBE, C("DONE\r\n"), DL(5 * SEC),
+	       S("a3 OK\r\n"), C("a4 IDLE\r\n"), DL(30 * SEC), S("+ idling\r\n"), E("idle"),
+	       DL(10 * MINUTE), WAIT(10 * MINUTE), C("DONE\r\n"), DL(30 * SEC)),
+
+	SCRIPT("probe_timeout: a probe asked before the \"+\" applies to the DONE after it",
+	       PARAMS(.probe_timeout = 5 * SEC), LOGIN_STEPS, SELECT("7", "5"), E("selected"),
+	       C("a3 IDLE\r\n"), DO_PROBE, DL(30 * SEC), S("+ idling\r\n"), E("idle"),
+	       C("DONE\r\n"), DL(5 * SEC)),
+
+	SCRIPT("probe_timeout in a poll wait: NOOP within it", PARAMS(.probe_timeout = 5 * SEC),
+	       POLL_STEPS, DO_PROBE, C("a3 NOOP\r\n"), DL(5 * SEC), WAIT(5 * SEC),
+	       CLOSED(TRANSIENT ETIMEDOUT)),
+
 	SCRIPT("probe in a poll wait: NOOP", PARAMS(),
 	       POLL_STEPS, DO_PROBE,
 	       C("a3 NOOP\r\n"), S("a3 OK\r\n"), E("idle")),
