@@ -60,6 +60,12 @@ struct arrival {
 	uint32_t count, first_uid, last_uid;
 };
 
+/* A pushed event waiting for the loop. */
+struct queued {
+	struct mail_event *e; /* owned */
+	bool gone;            /* read or expunged elsewhere meanwhile: no popup */
+};
+
 /* Recent arrivals in one mailbox, and its summary while a burst lasts. */
 struct burst {
 	struct burst *next;
@@ -89,7 +95,7 @@ struct sink_desktop {
 	struct caps caps;
 	bool said_missing; /* "no notification server" was logged and not yet taken back */
 
-	struct mail_event **queue; /* pushed, not yet accepted (owned) */
+	struct queued *queue; /* pushed, not yet accepted */
 	size_t n_queue, allocated_queue;
 	sd_event_source *defer_source;
 
@@ -148,7 +154,8 @@ int32_t sink_desktop_expire_ms(usec_t timeout)
 		return -1;
 	if (timeout == 0)
 		return 0;
-	return (int32_t)MIN((timeout + USEC_PER_MSEC - 1) / USEC_PER_MSEC, (usec_t)INT32_MAX);
+	return (int32_t)MIN(timeout / USEC_PER_MSEC + (timeout % USEC_PER_MSEC != 0),
+			    (usec_t)INT32_MAX);
 }
 
 /* ---- Popups ----------------------------------------------------------------------------- */
@@ -531,24 +538,25 @@ static void show_single(struct sink_desktop *s, struct mail_event *e)
 
 /* Counts the whole batch first, so that a burst that arrives in one FETCH becomes one
  * summary rather than a few popups and then a summary. */
-static void show_batch(struct sink_desktop *s, struct mail_event **events, size_t n)
+static void show_batch(struct sink_desktop *s, const struct queued *batch, size_t n)
 {
 	usec_t now = 0, window_start;
 
 	(void)sd_event_now(s->event, CLOCK_MONOTONIC, &now);
 	window_start = now > s->cfg.summary_window ? now - s->cfg.summary_window : 0;
 	for (size_t i = 0; i < n; i++) {
-		struct burst *b = burst_get(s, events[i], now);
+		struct mail_event *e = batch[i].e;
+		struct burst *b = batch[i].gone ? NULL : burst_get(s, e, now);
 
-		if (b && burst_add(s, b, events[i], now) < 0)
+		if (b && burst_add(s, b, e, now) < 0)
 			log_warning("desktop: %s/%s: out of memory, UID %" PRIu32 " not counted",
-				    events[i]->account, events[i]->mailbox, events[i]->uid);
+				    e->account, e->mailbox, e->uid);
 	}
 	for (size_t i = 0; i < n; i++) {
-		struct burst *b = burst_find(s, events[i]);
+		struct burst *b = batch[i].gone ? NULL : burst_find(s, batch[i].e);
 
-		if (!b || b->count == 0)
-			show_single(s, events[i]);
+		if (!batch[i].gone && (!b || b->count == 0))
+			show_single(s, batch[i].e);
 	}
 	for (struct burst *b = s->bursts; b; b = b->next)
 		if (b->dirty) {
@@ -558,14 +566,14 @@ static void show_batch(struct sink_desktop *s, struct mail_event **events, size_
 		}
 }
 
-static void accept_batch(struct sink_desktop *s, struct mail_event **events, size_t n)
+static void accept_batch(struct sink_desktop *s, struct queued *batch, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		if (s->accepted)
-			s->accepted(s->userdata, events[i]);
-		mail_event_unref(events[i]);
+			s->accepted(s->userdata, batch[i].e);
+		mail_event_unref(batch[i].e);
 	}
-	free(events);
+	free(batch);
 }
 
 static void kick(struct sink_desktop *s)
@@ -579,19 +587,19 @@ static void kick(struct sink_desktop *s)
 static int on_defer(sd_event_source *source, void *userdata)
 {
 	struct sink_desktop *s = userdata;
-	struct mail_event **events;
+	struct queued *batch;
 	size_t n;
 
 	if (s->state == SERVER_ASKING || s->n_queue == 0)
 		return 0; /* the answer kicks us again */
-	events = TAKE_PTR(s->queue);
+	batch = TAKE_PTR(s->queue);
 	n = s->n_queue;
 	s->n_queue = s->allocated_queue = 0;
 	if (s->state == SERVER_READY)
-		show_batch(s, events, n);
+		show_batch(s, batch, n);
 	else
 		log_debug("desktop: no notification server, %zu event(s) not shown", n);
-	accept_batch(s, events, n);
+	accept_batch(s, batch, n);
 	return 0;
 }
 
@@ -1029,7 +1037,7 @@ struct sink_desktop *sink_desktop_free(struct sink_desktop *s)
 		s->bus = sd_bus_close_unref(s->bus);
 	}
 	for (size_t i = 0; i < s->n_queue; i++)
-		mail_event_unref(s->queue[i]);
+		mail_event_unref(s->queue[i].e);
 	free(s->queue);
 	s->defer_source = sd_event_source_disable_unref(s->defer_source);
 	free(s->owner);
@@ -1045,29 +1053,36 @@ int sink_desktop_push(struct sink_desktop *s, struct mail_event *e)
 		return -EINVAL;
 	if (s->n_queue >= s->allocated_queue) {
 		size_t want = MAX((size_t)8, s->allocated_queue * 2);
-		struct mail_event **q = reallocarray(s->queue, want, sizeof(*q));
+		struct queued *q = reallocarray(s->queue, want, sizeof(*q));
 
 		if (!q)
 			return -ENOMEM;
 		s->queue = q;
 		s->allocated_queue = want;
 	}
-	s->queue[s->n_queue++] = mail_event_ref(e);
+	s->queue[s->n_queue++] = (struct queued){ .e = mail_event_ref(e) };
 	kick(s);
 	return 0;
+}
+
+static bool event_is(const struct mail_event *e, const char *account, const char *mailbox,
+		     uint32_t uidvalidity, uint32_t uid)
+{
+	return !mail_event_is_summary(e) && e->uid == uid && e->uidvalidity == uidvalidity &&
+	       streq(e->account, account) && streq(e->mailbox, mailbox);
 }
 
 void sink_desktop_message_changed(struct sink_desktop *s, const char *account,
 				  const char *mailbox, uint32_t uidvalidity, uint32_t uid,
 				  enum mail_change change)
 {
+	/* Not shown yet: it never will be (it is still accepted in its turn). */
+	for (size_t i = 0; i < s->n_queue; i++)
+		if (event_is(s->queue[i].e, account, mailbox, uidvalidity, uid))
+			s->queue[i].gone = true;
 	for (struct popup *p = s->popups, *next; p; p = next) {
-		const struct mail_event *e = p->e;
-
 		next = p->next;
-		if (p->burst || mail_event_is_summary(e) || e->uid != uid ||
-		    e->uidvalidity != uidvalidity || !streq(e->account, account) ||
-		    !streq(e->mailbox, mailbox))
+		if (p->burst || !event_is(p->e, account, mailbox, uidvalidity, uid))
 			continue;
 		log_debug("desktop: %s/%s: UID %" PRIu32 " was %s elsewhere, closing its popup",
 			  account, mailbox, uid, change & MAIL_CHANGE_EXPUNGED ? "expunged" : "read");
