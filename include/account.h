@@ -17,6 +17,9 @@ void account_start(struct account *a);
 size_t account_n_watches(const struct account *a);
 size_t account_n_idle(const struct account *a);
 const char *account_name(const struct account *a);
+/* Borrowed; valid until the account is freed. The password is NULL with OAuth only. */
+const struct config_account *account_config(const struct account *a);
+const char *account_password(const struct account *a);
 
 /* Fetch the account's OAuth token by running oauth_token_command now (blocking: for
  * `imapidled check`; the daemon runs it without blocking before each connect). NULL when the

@@ -130,6 +130,16 @@ struct config_exec {
 	usec_t timeout;
 };
 
+/* [mailbox ACCOUNT/MAILBOX]: where one watched mailbox's events go, instead of its
+ * account's sinks. */
+struct config_mailbox {
+	char *account, *mailbox;
+	unsigned line;
+	struct sink_ref *sinks;
+	size_t n_sinks;
+	unsigned sinks_line;
+};
+
 struct config {
 	char *path;
 	char *state_dir; /* expanded, absolute */
@@ -143,6 +153,8 @@ struct config {
 	size_t n_webhooks;
 	struct config_exec *execs;
 	size_t n_execs;
+	struct config_mailbox *mailboxes;
+	size_t n_mailboxes;
 };
 
 /* Parse and validate the file at path. On failure returns a negative errno and, if
@@ -166,6 +178,12 @@ static inline void config_freep(struct config **c)
 const struct config_account *config_find_account(const struct config *c, const char *name);
 const struct config_webhook *config_find_webhook(const struct config *c, const char *name);
 const struct config_exec *config_find_exec(const struct config *c, const char *name);
+
+/* The sinks for one mailbox of an account: its [mailbox] section's, else the account's.
+ * Looked up by name, so it works with whichever config is current. False when the account
+ * is not in c. */
+bool config_mailbox_sinks(const struct config *c, const char *account, const char *mailbox,
+			  const struct sink_ref **ret, size_t *ret_n);
 
 /* True when any account routes events to a sink of this type. */
 bool config_uses_sink(const struct config *c, enum sink_type type);

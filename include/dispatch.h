@@ -25,10 +25,11 @@ int dispatch_new(sd_event *e, const struct config *c,
 		 struct dispatch **ret);
 struct dispatch *dispatch_free(struct dispatch *d);
 
-/* Route e (a reference is taken) to the listed sinks; accepted(userdata, e) follows. With no
- * sinks the event is accepted at once (from the loop). */
-int dispatch_submit(struct dispatch *d, const struct sink_ref *sinks, size_t n_sinks,
-		    struct mail_event *e, dispatch_accepted_fn accepted, void *userdata);
+/* Route e (a reference is taken) to the sinks of its account and mailbox (a [mailbox]
+ * section overrides the account's list); accepted(userdata, e) follows. With no sinks the
+ * event is accepted at once (from the loop). */
+int dispatch_submit(struct dispatch *d, struct mail_event *e, dispatch_accepted_fn accepted,
+		    void *userdata);
 
 /* A reported message changed (seen elsewhere, expunged): sinks that care (desktop closes
  * its popup) are told. */

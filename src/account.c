@@ -130,3 +130,13 @@ const char *account_name(const struct account *a)
 {
 	return a->cfg->name;
 }
+
+const struct config_account *account_config(const struct account *a)
+{
+	return a->cfg;
+}
+
+const char *account_password(const struct account *a)
+{
+	return a->password;
+}

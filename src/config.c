@@ -48,6 +48,7 @@ struct section_type {
 	size_t n_keys;
 	int (*open)(struct parser *p, const char *name);
 	int (*close)(struct parser *p);
+	bool slash_name; /* NAME is "ACCOUNT/MAILBOX": the open function checks it */
 };
 
 struct parser {
@@ -910,28 +911,28 @@ static bool sink_ref_equal(const struct sink_ref *a, const struct sink_ref *b)
 }
 
 /* Repeating the key appends, like mailboxes. */
-static int parse_sinks(struct parser *p, const struct key_def *k, const char *v, void *o)
+static int parse_sink_list(struct parser *p, const char *v, struct sink_ref **field,
+			   size_t *n_field, unsigned *line_field)
 {
-	struct config_account *a = o;
 	_cleanup_strv_free_ char **list = NULL;
 	int r = split_list(p, v, &list);
 	size_t base, n = 0;
 	struct sink_ref *sinks;
 
 	if (!p->repeat) {
-		sinks_free(a->sinks, a->n_sinks);
-		a->sinks = NULL;
-		a->n_sinks = 0;
+		sinks_free(*field, *n_field);
+		*field = NULL;
+		*n_field = 0;
 	}
-	base = a->n_sinks;
+	base = *n_field;
 	sinks = calloc(base + strv_length(list) + 1, sizeof(*sinks));
 	if (!sinks)
 		return -ENOMEM;
 	if (base)
-		memcpy(sinks, a->sinks, base * sizeof(*sinks));
-	free(a->sinks); /* its elements now belong to sinks */
-	a->sinks = NULL;
-	a->n_sinks = 0;
+		memcpy(sinks, *field, base * sizeof(*sinks));
+	free(*field); /* its elements now belong to sinks */
+	*field = NULL;
+	*n_field = 0;
 	for (; r >= 0 && list && list[n]; n++) {
 		r = sink_ref_parse(p, list[n], &sinks[base + n]);
 		for (size_t j = 0; r >= 0 && j < base + n; j++)
@@ -942,10 +943,25 @@ static int parse_sinks(struct parser *p, const struct key_def *k, const char *v,
 		sinks_free(sinks, base + n);
 		return r;
 	}
-	a->sinks = sinks;
-	a->n_sinks = base + n;
-	a->sinks_line = p->line;
+	*field = sinks;
+	*n_field = base + n;
+	*line_field = p->line;
 	return 0;
+}
+
+static int parse_sinks(struct parser *p, const struct key_def *k, const char *v, void *o)
+{
+	struct config_account *a = o;
+
+	return parse_sink_list(p, v, &a->sinks, &a->n_sinks, &a->sinks_line);
+}
+
+static int parse_mailbox_sinks(struct parser *p, const struct key_def *k, const char *v,
+			       void *o)
+{
+	struct config_mailbox *m = o;
+
+	return parse_sink_list(p, v, &m->sinks, &m->n_sinks, &m->sinks_line);
 }
 
 static int parse_actions(struct parser *p, const struct key_def *k, const char *v, void *o)
@@ -1271,12 +1287,44 @@ static int close_exec(struct parser *p)
 	return r;
 }
 
+static const struct key_def mailbox_keys[] = {
+	{ "sinks", parse_mailbox_sinks, .flags = KEY_REQUIRED | KEY_REPEAT },
+};
+
+/* [mailbox ACCOUNT/MAILBOX]: account names have no "/", so the first one splits. */
+static int open_mailbox(struct parser *p, const char *name)
+{
+	struct config *c = p->config;
+	const char *slash = strchr(name, '/');
+	struct config_mailbox *m;
+
+	if (!slash || slash == name || !slash[1])
+		return fail_section(p, "expected [mailbox ACCOUNT/MAILBOX]");
+	for (size_t i = 0; i < c->n_mailboxes; i++)
+		if (strncmp(c->mailboxes[i].account, name, (size_t)(slash - name)) == 0 &&
+		    !c->mailboxes[i].account[slash - name] &&
+		    mailbox_same(c->mailboxes[i].mailbox, slash + 1))
+			return fail_duplicate_section(p, c->mailboxes[i].line);
+	m = ARRAY_APPEND(c->mailboxes, c->n_mailboxes);
+	if (!m)
+		return -ENOMEM;
+	m->line = p->line;
+	m->account = strndup(name, (size_t)(slash - name));
+	m->mailbox = strdup(slash + 1);
+	if (!m->account || !m->mailbox)
+		return -ENOMEM;
+	p->object = m;
+	return 0;
+}
+
 static const struct section_type section_types[] = {
 	{ "imapidled", false, imapidled_keys, ELEMENTSOF(imapidled_keys), open_imapidled },
 	{ "account", true, account_keys, ELEMENTSOF(account_keys), open_account, close_account },
 	{ "desktop", false, desktop_keys, ELEMENTSOF(desktop_keys), open_desktop },
 	{ "webhook", true, webhook_keys, ELEMENTSOF(webhook_keys), open_webhook },
 	{ "exec", true, exec_keys, ELEMENTSOF(exec_keys), open_exec, close_exec },
+	{ "mailbox", true, mailbox_keys, ELEMENTSOF(mailbox_keys), open_mailbox,
+	  .slash_name = true },
 };
 
 /* Finish the current section: required keys, then the type's own checks and defaults. */
@@ -1343,7 +1391,7 @@ static int section_begin(struct parser *p, const char *text)
 		return fail_section(p, "expected [%s NAME]", t->name);
 	if (!t->named && *name)
 		return fail_section(p, "expected [%s] without a name", t->name);
-	if (t->named && !valid_name(name))
+	if (t->named && !t->slash_name && !valid_name(name))
 		return fail_section(p, "expected a NAME without \"/\" or control characters");
 	r = t->open(p, name);
 	if (r >= 0)
@@ -1469,6 +1517,41 @@ static int ini_handler_cb(void *user, const char *section, const char *name, con
 
 /* ---- whole-file checks ---- */
 
+static int check_sink_list(struct parser *p, const struct sink_ref *sinks, size_t n,
+			   const char *section, unsigned line)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct sink_ref *s = &sinks[i];
+		bool found = s->type == SINK_DESKTOP ||
+			     (s->type == SINK_WEBHOOK && config_find_webhook(p->config, s->name)) ||
+			     (s->type == SINK_EXEC && config_find_exec(p->config, s->name));
+
+		if (!found)
+			return fail_at(p, line, section, "sinks", "no [%s %s] section",
+				       s->type == SINK_WEBHOOK ? "webhook" : "exec", s->name);
+	}
+	return 0;
+}
+
+static int check_mailbox_section(struct parser *p, const struct config_mailbox *m)
+{
+	const struct config_account *a = config_find_account(p->config, m->account);
+	_cleanup_free_ char *section = NULL;
+	bool watched = false;
+
+	if (asprintf(&section, "mailbox %s/%s", m->account, m->mailbox) < 0)
+		return -ENOMEM;
+	if (!a)
+		return fail_at(p, m->line, section, NULL, "no [account %s] section", m->account);
+	for (char **i = a->mailboxes; i && *i && !watched; i++)
+		watched = mailbox_same(*i, m->mailbox);
+	if (!watched)
+		return fail_at(p, m->line, section, NULL,
+			       "\"%s\" is not among [account %s]'s mailboxes", m->mailbox,
+			       m->account);
+	return check_sink_list(p, m->sinks, m->n_sinks, section, m->sinks_line);
+}
+
 static int check_sink_refs(struct parser *p, const struct config_account *a)
 {
 	for (size_t i = 0; i < a->n_sinks; i++) {
@@ -1515,6 +1598,8 @@ static int finish_config(struct parser *p)
 
 	for (size_t i = 0; r >= 0 && i < c->n_accounts; i++)
 		r = check_sink_refs(p, &c->accounts[i]);
+	for (size_t i = 0; r >= 0 && i < c->n_mailboxes; i++)
+		r = check_mailbox_section(p, &c->mailboxes[i]);
 	if (r >= 0 && c->n_accounts == 0)
 		r = fail_at(p, 0, NULL, NULL, "no [account NAME] section");
 	if (r >= 0 && !c->state_dir)
@@ -1730,6 +1815,12 @@ struct config *config_free(struct config *c)
 	for (size_t i = 0; i < c->n_execs; i++)
 		exec_done(&c->execs[i]);
 	free(c->execs);
+	for (size_t i = 0; i < c->n_mailboxes; i++) {
+		free(c->mailboxes[i].account);
+		free(c->mailboxes[i].mailbox);
+		sinks_free(c->mailboxes[i].sinks, c->mailboxes[i].n_sinks);
+	}
+	free(c->mailboxes);
 	free(c->path);
 	free(c->state_dir);
 	return mfree(c);
@@ -1741,7 +1832,30 @@ bool config_uses_sink(const struct config *c, enum sink_type type)
 		for (size_t j = 0; j < c->accounts[i].n_sinks; j++)
 			if (c->accounts[i].sinks[j].type == type)
 				return true;
+	for (size_t i = 0; i < c->n_mailboxes; i++)
+		for (size_t j = 0; j < c->mailboxes[i].n_sinks; j++)
+			if (c->mailboxes[i].sinks[j].type == type)
+				return true;
 	return false;
+}
+
+bool config_mailbox_sinks(const struct config *c, const char *account, const char *mailbox,
+			  const struct sink_ref **ret, size_t *ret_n)
+{
+	const struct config_account *a = config_find_account(c, account);
+
+	if (!a)
+		return false;
+	for (size_t i = 0; i < c->n_mailboxes; i++)
+		if (streq(c->mailboxes[i].account, account) &&
+		    mailbox_same(c->mailboxes[i].mailbox, mailbox)) {
+			*ret = c->mailboxes[i].sinks;
+			*ret_n = c->mailboxes[i].n_sinks;
+			return true;
+		}
+	*ret = a->sinks;
+	*ret_n = a->n_sinks;
+	return true;
 }
 
 const struct config_account *config_find_account(const struct config *c, const char *name)

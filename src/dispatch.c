@@ -35,6 +35,7 @@ struct sink {
 
 struct dispatch {
 	sd_event *event;
+	const struct config *config; /* borrowed: routes are looked up in it */
 	struct sink *sinks;
 	size_t n_sinks;
 	struct ticket *pending; /* submitted, not yet accepted by all sinks */
@@ -130,11 +131,17 @@ static int sink_push(struct sink *s, struct ticket *t)
 	return 0;
 }
 
-int dispatch_submit(struct dispatch *d, const struct sink_ref *sinks, size_t n_sinks,
-		    struct mail_event *e, dispatch_accepted_fn accepted, void *userdata)
+int dispatch_submit(struct dispatch *d, struct mail_event *e, dispatch_accepted_fn accepted,
+		    void *userdata)
 {
-	struct ticket *t = calloc(1, sizeof(*t));
+	const struct sink_ref *sinks = NULL;
+	size_t n_sinks = 0;
+	struct ticket *t;
 
+	if (!config_mailbox_sinks(d->config, e->account, e->mailbox, &sinks, &n_sinks))
+		log_debug("%s/%s: no such account in the config, event %s goes nowhere",
+			  e->account, e->mailbox, e->id);
+	t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
 	t->e = mail_event_ref(e);
@@ -280,6 +287,7 @@ int dispatch_new(sd_event *e, const struct config *c,
 	if (!d)
 		return -ENOMEM;
 	d->event = sd_event_ref(e);
+	d->config = c;
 	d->mark_seen = mark_seen;
 	d->hook_userdata = userdata;
 	d->done_tail = &d->done;

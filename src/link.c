@@ -147,6 +147,21 @@ static void fwd_skipped(void *userdata, uint32_t uid)
 	FORWARD(skipped, uid);
 }
 
+static void fwd_flags_changed(void *userdata, uint32_t uid, unsigned flags)
+{
+	FORWARD(flags_changed, uid, flags);
+}
+
+static void fwd_expunged(void *userdata, uint32_t uid)
+{
+	FORWARD(expunged, uid);
+}
+
+static void fwd_stored(void *userdata, int result, const char *why)
+{
+	FORWARD(stored, result, why);
+}
+
 static void fwd_listed(void *userdata, const char *mailbox, bool noselect)
 {
 	FORWARD(listed, mailbox, noselect);
@@ -178,6 +193,9 @@ static const struct imap_session_ops session_ops = {
 	.summary = fwd_summary,
 	.skipped = fwd_skipped,
 	.idle = fwd_idle,
+	.flags_changed = fwd_flags_changed,
+	.expunged = fwd_expunged,
+	.stored = fwd_stored,
 	.listed = fwd_listed,
 	.alert = fwd_alert,
 	.closed = fwd_closed,

@@ -10,6 +10,7 @@
 #include "dispatch.h"
 #include "gate.h"
 #include "log.h"
+#include "mark.h"
 #include "net/resolve.h"
 #include "secret.h"
 #include "watch.h"
@@ -19,6 +20,7 @@ struct manager {
 	struct resolver *resolver;
 	struct dispatch *dispatch;
 	struct gate *gate;
+	struct marker *marker; /* the desktop's mark-read action */
 	struct config *config;
 	struct watch_context ctx;
 	struct account **accounts;
@@ -52,6 +54,27 @@ static void manager_changed(void *userdata)
 	} else if (idle < total) {
 		m->all_idle_logged = false;
 	}
+}
+
+/* The marker borrows the accounts' credentials through this, each time a request starts. */
+static int manager_find_account(void *userdata, const char *name, struct marker_account *ret)
+{
+	struct manager *m = userdata;
+
+	for (size_t i = 0; i < m->n_accounts; i++)
+		if (streq(account_name(m->accounts[i]), name)) {
+			*ret = (struct marker_account){ account_config(m->accounts[i]),
+							account_password(m->accounts[i]) };
+			return 0;
+		}
+	return -ENOENT;
+}
+
+static int manager_mark_seen(void *userdata, const struct mail_event *e)
+{
+	struct manager *m = userdata;
+
+	return m->marker ? marker_mark_seen(m->marker, e) : -ESHUTDOWN;
 }
 
 static int on_terminate(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
@@ -120,6 +143,8 @@ static struct manager *manager_free(struct manager *m)
 	for (size_t i = 0; i < m->n_accounts; i++)
 		account_free(m->accounts[i]);
 	free(m->accounts);
+	m->n_accounts = 0;
+	m->marker = marker_free(m->marker);
 	/* Links released by the watches are freed from the loop: let it run dry. */
 	while (m->event && sd_event_run(m->event, 0) > 0)
 		;
@@ -163,7 +188,8 @@ static int manager_new(struct config *config, struct manager **ret)
 	sd_event_set_watchdog(m->event, true);
 	m->resolver = resolver_new(m->event);
 	m->gate = gate_new(m->event, config->max_connecting);
-	if (!m->resolver || !m->gate) {
+	if (!m->resolver || !m->gate ||
+	    marker_new(m->event, m->resolver, manager_find_account, m, &m->marker) < 0) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -180,7 +206,7 @@ static int manager_new(struct config *config, struct manager **ret)
 		r = sd_event_add_defer(m->event, &m->ready, on_ready, m);
 	if (r < 0)
 		goto fail;
-	r = dispatch_new(m->event, config, NULL, NULL, &m->dispatch);
+	r = dispatch_new(m->event, config, manager_mark_seen, m, &m->dispatch);
 	if (r < 0) {
 		manager_free(m);
 		return log_error_errno(r, "Cannot set up the sinks: %m");

@@ -155,7 +155,7 @@ static void deliver(struct watch *w, struct mail_event *e)
 		log_info("%s: new mail, UID %u, from %s: %s", w->name, e->uid,
 			 e->from.name ? e->from.name : strna(e->from.address), strempty(e->subject));
 	w->reported_uid = MAX(w->reported_uid, e->uid);
-	r = dispatch_submit(w->ctx->dispatch, w->cfg->sinks, w->cfg->n_sinks, e, on_accepted, w);
+	r = dispatch_submit(w->ctx->dispatch, e, on_accepted, w);
 	if (r < 0)
 		log_error_errno(r, "%s: cannot dispatch UID %u: %m", w->name, e->uid);
 	mail_event_unref(e);
@@ -199,6 +199,30 @@ static void on_skipped(void *userdata, uint32_t uid)
 	log_debug("%s: UID %u is already \\Seen, skipping", w->name, uid);
 	w->reported_uid = MAX(w->reported_uid, uid);
 	state_advance(w, w->state.uidvalidity, uid);
+}
+
+/* Another device read or deleted a message: the desktop closes its popup. Only \Seen
+ * matters; the session may repeat a change, and the sinks ignore messages they never showed. */
+static void on_flags_changed(void *userdata, uint32_t uid, unsigned flags)
+{
+	struct watch *w = userdata;
+
+	if (!(flags & IMAP_FLAG_SEEN))
+		return;
+	log_debug("%s: UID %u is now \\Seen", w->name, uid);
+	if (w->ctx->dispatch)
+		dispatch_message_changed(w->ctx->dispatch, w->cfg->name, w->mailbox,
+					 w->state.uidvalidity, uid, MAIL_CHANGE_SEEN);
+}
+
+static void on_expunged(void *userdata, uint32_t uid)
+{
+	struct watch *w = userdata;
+
+	log_debug("%s: UID %u expunged", w->name, uid);
+	if (w->ctx->dispatch)
+		dispatch_message_changed(w->ctx->dispatch, w->cfg->name, w->mailbox,
+					 w->state.uidvalidity, uid, MAIL_CHANGE_EXPUNGED);
 }
 
 static void on_idle(void *userdata)
@@ -306,6 +330,8 @@ static const struct imap_session_ops watch_ops = {
 	.summary = on_summary,
 	.skipped = on_skipped,
 	.idle = on_idle,
+	.flags_changed = on_flags_changed,
+	.expunged = on_expunged,
 	.alert = on_alert,
 	.closed = on_closed,
 };

@@ -11,6 +11,16 @@
  *     WATCH: EXAMINE mailbox → catch-up UID FETCH → IDLE ⇄ (DONE, UID FETCH) ...
  *            (or NOOP polling when the server has no IDLE)
  *     PROBE: LIST "" "*" → LOGOUT (for `imapidled check --connect`)
+ *     STORE_SEEN: SELECT mailbox → (UIDVALIDITY still the same) UID STORE uid
+ *            +FLAGS.SILENT (\Seen) → LOGOUT (the desktop's mark-read action)
+ *
+ * ENABLE asks for QRESYNC when offered (it implies CONDSTORE), else CONDSTORE. Either way
+ * the server puts the UID into every untagged FETCH (RFC 7162 §3.1, as clarified by the
+ * verified erratum 1807), so a flag change made by another client names its message. With
+ * QRESYNC an expunge comes as "VANISHED uid-set"; without it as "n EXPUNGE", which names a
+ * sequence number only: the session keeps the sequence numbers of the last
+ * IMAP_SESSION_KNOWN_MAX messages it reported on this connection (the ones that may still
+ * have a popup), shifts them on every EXPUNGE, and reports expunges of those only.
  *
  * Failure is reported once through ops->closed with a class that tells the owner how long to
  * wait before the next attempt. After that the session is dead and only imap_session_free()
@@ -29,7 +39,14 @@ struct imap_session;
 enum imap_goal {
 	IMAP_GOAL_WATCH,
 	IMAP_GOAL_PROBE,
+	IMAP_GOAL_STORE_SEEN,
 };
+
+/* Messages reported on one connection whose sequence numbers are tracked (no QRESYNC). */
+#define IMAP_SESSION_KNOWN_MAX 1000U
+/* A VANISHED set is reported for the UIDs in (last_uid - this, last_uid] only, and at most
+ * this many per response: "1:4294967295" costs no more than the popups that can exist. */
+#define IMAP_SESSION_VANISHED_WINDOW 1000U
 
 /* How the owner should retry after a failure (see backoff.h for the delays). */
 enum imap_failure {
@@ -54,10 +71,15 @@ struct imap_session_params {
 	enum auth_mech auth;
 	bool send_id;
 
-	/* WATCH only */
+	/* WATCH and STORE_SEEN */
 	const char *mailbox;    /* UTF-8; encoded to modified UTF-7 on the wire */
-	bool known;             /* a previous run recorded the state below */
-	uint32_t uidvalidity;
+	uint32_t uidvalidity;   /* STORE_SEEN: the message's; nothing is stored if it changed */
+
+	/* STORE_SEEN only */
+	uint32_t store_uid;     /* the message to mark \Seen */
+
+	/* WATCH only */
+	bool known;             /* a previous run recorded uidvalidity and last_uid */
 	uint32_t last_uid;      /* highest UID already reported (or being reported) */
 	unsigned catch_up;      /* at most this many individual events after an absence */
 	bool skip_seen;
@@ -84,6 +106,16 @@ struct imap_session_ops {
 	void (*skipped)(void *userdata, uint32_t uid);
 	/* Entered IDLE (or a poll wait): the session is healthy. */
 	void (*idle)(void *userdata);
+	/* WATCH: another client changed the flags (enum imap_flag bits) of a message at or
+	 * below the highest UID reported so far. May repeat for the same message. */
+	void (*flags_changed)(void *userdata, uint32_t uid, unsigned flags);
+	/* WATCH: a message at or below the highest UID reported so far was expunged (see the
+	 * bounds above; a UID that was never reported may be named). */
+	void (*expunged)(void *userdata, uint32_t uid);
+	/* STORE_SEEN: the outcome, before LOGOUT: 0 stored; -ESTALE the mailbox's UIDVALIDITY
+	 * changed, so the UID means another message and nothing was stored; -EIO the server
+	 * refused the STORE. why is a human sentence. closed() follows in every case. */
+	void (*stored)(void *userdata, int result, const char *why);
 	/* PROBE: a mailbox listed by the server. */
 	void (*listed)(void *userdata, const char *mailbox_utf8, bool noselect);
 	/* The server's [ALERT] text, sanitised; must be shown to the user. */

@@ -17,6 +17,8 @@ enum state {
 	S_ENABLE,
 	S_ID,
 	S_LIST,          /* PROBE */
+	S_SELECT,        /* STORE_SEEN */
+	S_STORE,         /* STORE_SEEN: UID STORE sent */
 	S_EXAMINE,
 	S_FIND_LAST,     /* FETCH * (UID) when the server gave no UIDNEXT */
 	S_SCAN,          /* UID FETCH n:* (UID FLAGS): counting a long absence */
@@ -36,7 +38,8 @@ static const char *const state_names[_S_MAX] = {
 	[S_STARTTLS] = "starttls",     [S_TLS_HANDSHAKE] = "tls-handshake",
 	[S_AUTHENTICATE] = "authenticate", [S_AUTH_CAPS] = "auth-capability",
 	[S_ENABLE] = "enable",         [S_ID] = "id",
-	[S_LIST] = "list",             [S_EXAMINE] = "examine",
+	[S_LIST] = "list",             [S_SELECT] = "select",
+	[S_STORE] = "store",           [S_EXAMINE] = "examine",
 	[S_FIND_LAST] = "find-last",   [S_SCAN] = "scan",
 	[S_FETCH] = "fetch",           [S_IDLE_START] = "idle-start",
 	[S_IDLING] = "idling",         [S_IDLE_DONE] = "idle-done",
@@ -47,6 +50,11 @@ static const char *const state_names[_S_MAX] = {
 /* A long absence is scanned with UID FLAGS before fetching envelopes; the UIDs kept
  * meanwhile are bounded so a hostile server cannot make us grow without limit. */
 #define SCAN_MAX_UIDS (1U << 20)
+
+/* A reported message's sequence number, for EXPUNGE without QRESYNC. */
+struct seq_uid {
+	uint32_t seq, uid;
+};
 
 struct imap_session {
 	struct imap_session_params p;
@@ -80,6 +88,9 @@ struct imap_session {
 	uint32_t *scan_uids; /* ascending: the UIDs to report */
 	size_t n_scan, scan_alloc;
 	uint32_t scan_max;   /* highest UID the scan has seen, reported or not */
+	bool qresync;        /* ENABLED: expunges come as VANISHED, never as EXPUNGE */
+	struct seq_uid *known; /* ascending in both: the last messages reported (no QRESYNC) */
+	size_t n_known, known_alloc;
 };
 
 /* ---- state and failure ---------------------------------------------------------------- */
@@ -313,6 +324,19 @@ static int step_authenticate(struct imap_session *s, usec_t now)
 	return send_command(s, S_AUTHENTICATE, now);
 }
 
+/* QRESYNC implies CONDSTORE (RFC 7162 §3.2.3) and turns EXPUNGE into VANISHED, which names
+ * UIDs; either one puts the UID into every untagged FETCH. A one-shot STORE needs neither. */
+static uint64_t enable_mask(const struct imap_session *s)
+{
+	if (!has(s, IMAP_CAP_ENABLE) || s->p.goal == IMAP_GOAL_STORE_SEEN)
+		return 0;
+	if (has(s, IMAP_CAP_QRESYNC))
+		return IMAP_CAP(IMAP_CAP_QRESYNC);
+	if (has(s, IMAP_CAP_CONDSTORE))
+		return IMAP_CAP(IMAP_CAP_CONDSTORE);
+	return 0;
+}
+
 /* Capabilities are read again after login: servers advertise more (or less) then. */
 static int step_after_login(struct imap_session *s, usec_t now)
 {
@@ -320,9 +344,9 @@ static int step_after_login(struct imap_session *s, usec_t now)
 		return simple(s, "LOGOUT", S_LOGOUT, now);
 	if (!s->caps_known)
 		return simple(s, "CAPABILITY", S_AUTH_CAPS, now);
-	if (s->state < S_ENABLE && has(s, IMAP_CAP_ENABLE) && has(s, IMAP_CAP_CONDSTORE)) {
+	if (s->state < S_ENABLE && enable_mask(s)) {
 		cmd_reset(s);
-		int r = imap_cmd_enable(&s->cmd, next_tag(s), IMAP_CAP(IMAP_CAP_CONDSTORE));
+		int r = imap_cmd_enable(&s->cmd, next_tag(s), enable_mask(s));
 		if (r < 0)
 			return fail(s, IMAP_FAIL_TRANSIENT, r, "cannot build ENABLE");
 		return send_command(s, S_ENABLE, now);
@@ -349,6 +373,18 @@ static int step_goal(struct imap_session *s, usec_t now)
 		return send_command(s, S_LIST, now);
 	}
 	s->uidvalidity = s->uidnext = s->exists = 0;
+	if (s->p.goal == IMAP_GOAL_STORE_SEEN) {
+		/* SELECT, not EXAMINE: a read-only mailbox refuses STORE. */
+		r = begin(s, "SELECT");
+		if (r >= 0)
+			r = imap_cmd_mailbox(&s->cmd, s->p.mailbox);
+		if (r >= 0)
+			r = imap_cmd_end(&s->cmd);
+		if (r < 0)
+			return fail(s, IMAP_FAIL_FINAL, r, "cannot encode mailbox name \"%s\"",
+				    s->p.mailbox);
+		return send_command(s, S_SELECT, now);
+	}
 	cmd_reset(s);
 	r = imap_cmd_examine(&s->cmd, next_tag(s), s->p.mailbox, false);
 	if (r < 0)
@@ -465,7 +501,7 @@ static int on_status_code(struct imap_session *s, const struct imap_response *r)
 		take_capabilities(s, r->code_args, r->n_code_args);
 		return 0;
 	}
-	if (s->state != S_EXAMINE)
+	if (s->state != S_EXAMINE && s->state != S_SELECT)
 		return 0;
 	if (streq(r->code, "UIDVALIDITY") || streq(r->code, "UIDNEXT")) {
 		if (r->n_code_args != 1 || imap_value_to_u32(&r->code_args[0], false, &v) < 0)
@@ -509,6 +545,210 @@ static int scan_add(struct imap_session *s, uint32_t uid)
 	return 0;
 }
 
+/* ---- what happens to reported messages -------------------------------------------------- */
+
+/* Where seq is, or would be inserted. */
+static size_t known_find(const struct imap_session *s, uint32_t seq)
+{
+	size_t lo = 0, hi = s->n_known;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (s->known[mid].seq < seq)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static uint32_t known_uid(const struct imap_session *s, uint32_t seq)
+{
+	size_t i = known_find(s, seq);
+
+	return i < s->n_known && s->known[i].seq == seq ? s->known[i].uid : 0;
+}
+
+/* Remember a reported message's sequence number; only needed while EXPUNGE names numbers.
+ * Out of memory only costs a later expunge notice, never the session. */
+static void known_add(struct imap_session *s, uint32_t seq, uint32_t uid)
+{
+	if (s->qresync || seq == 0)
+		return;
+	/* Reported messages come in UID order, so in sequence order too; if not, the server's
+	 * numbers disagree with ours and nothing learned so far can be trusted. */
+	if (s->n_known > 0 && (s->known[s->n_known - 1].seq >= seq ||
+			       s->known[s->n_known - 1].uid >= uid))
+		s->n_known = 0;
+	if (s->n_known == IMAP_SESSION_KNOWN_MAX) {
+		memmove(s->known, s->known + 1, (s->n_known - 1) * sizeof(*s->known));
+		s->n_known--;
+	}
+	if (s->n_known == s->known_alloc) {
+		size_t n = MIN(s->known_alloc ? s->known_alloc * 2 : 16,
+			       (size_t)IMAP_SESSION_KNOWN_MAX);
+		struct seq_uid *k = reallocarray(s->known, n, sizeof(*k));
+		if (!k)
+			return;
+		s->known = k;
+		s->known_alloc = n;
+	}
+	s->known[s->n_known++] = (struct seq_uid){ seq, uid };
+}
+
+/* RFC 3501 §7.4.1: every later message moves down by one. */
+static int on_expunge(struct imap_session *s, uint32_t seq)
+{
+	size_t i = known_find(s, seq);
+	uint32_t uid = 0;
+
+	if (seq == 0)
+		return protocol_error(s, "EXPUNGE of message 0");
+	if (s->exists > 0)
+		s->exists--;
+	if (s->qresync) /* RFC 7162 §3.2.10: VANISHED instead; a stray EXPUNGE is not trusted */
+		return 0;
+	if (i < s->n_known && s->known[i].seq == seq) {
+		uid = s->known[i].uid;
+		memmove(s->known + i, s->known + i + 1, (s->n_known - i - 1) * sizeof(*s->known));
+		s->n_known--;
+	}
+	for (size_t k = i; k < s->n_known; k++)
+		s->known[k].seq--;
+	if (uid && s->ops->expunged)
+		s->ops->expunged(s->userdata, uid);
+	return 0;
+}
+
+/* One "a", "a:b" or "a:*" of a uid-set (RFC 3501 §9 sequence-set; "*" is read as the
+ * largest UID, so "1:*" is no worse than "1:4294967295"). */
+static const char *parse_uid_range(const char *p, uint32_t *ret_lo, uint32_t *ret_hi)
+{
+	uint32_t v[2];
+
+	for (unsigned k = 0; k < 2; k++) {
+		uint64_t n = 0;
+
+		if (*p == '*') {
+			n = UINT32_MAX;
+			p++;
+		} else {
+			if (*p < '1' || *p > '9')
+				return NULL;
+			for (; *p >= '0' && *p <= '9'; p++) {
+				n = n * 10 + (uint64_t)(*p - '0');
+				if (n > UINT32_MAX)
+					return NULL;
+			}
+		}
+		v[k] = (uint32_t)n;
+		if (k == 0 && *p != ':') {
+			v[1] = v[0];
+			break;
+		}
+		if (k == 0)
+			p++;
+	}
+	*ret_lo = MIN(v[0], v[1]);
+	*ret_hi = MAX(v[0], v[1]);
+	return p;
+}
+
+/* Walks a uid-set: counts its UIDs, and when report is set reports each one inside the window
+ * once. Returns -EBADMSG for anything that is not a uid-set. Overlapping ranges are marked off
+ * in a bitmap of the window; disjoint ranges visit each UID once, so the step budget only
+ * ever cuts short a server that repeats itself. */
+static int walk_uid_set(struct imap_session *s, const char *set, bool report, uint64_t *ret_count)
+{
+	uint32_t top = s->last_uid, window = IMAP_SESSION_VANISHED_WINDOW;
+	uint32_t bottom = top >= window ? top - window + 1 : 1;
+	uint8_t done[IMAP_SESSION_VANISHED_WINDOW / 8 + 1] = {};
+	unsigned steps = 2 * window;
+	uint64_t count = 0;
+	const char *p = set;
+
+	for (;;) {
+		uint32_t lo, hi;
+
+		p = parse_uid_range(p, &lo, &hi);
+		if (!p)
+			return -EBADMSG;
+		count += (uint64_t)hi - lo + 1;
+		lo = MAX(lo, bottom);
+		hi = MIN(hi, top);
+		for (uint64_t u = lo; report && top > 0 && u <= hi && steps > 0; u++, steps--) {
+			uint32_t bit = (uint32_t)(u - bottom);
+			if (done[bit / 8] & (1U << (bit % 8)))
+				continue;
+			done[bit / 8] |= (uint8_t)(1U << (bit % 8));
+			if (s->ops->expunged)
+				s->ops->expunged(s->userdata, (uint32_t)u);
+		}
+		if (*p == '\0')
+			break;
+		if (*p++ != ',')
+			return -EBADMSG;
+	}
+	*ret_count = count;
+	return 0;
+}
+
+/* "* VANISHED [(EARLIER)] uid-set" (RFC 7162 §3.2.10). Without EARLIER it stands for one
+ * EXPUNGE per UID, so EXISTS goes down by as many: a count left too high would make the next
+ * EXISTS look like no new mail. EARLIER answers a QRESYNC SELECT or UID FETCH (VANISHED),
+ * neither of which is ever sent: old news, ignored. */
+static int on_vanished(struct imap_session *s, const struct imap_response *r)
+{
+	const struct imap_value *set = r->n_args > 0 ? &r->args[0] : NULL;
+	bool earlier = false;
+	uint64_t count;
+
+	if (imap_value_is_list(set)) {
+		earlier = set->n_items == 1 && imap_value_is_atom(&set->items[0], "EARLIER");
+		set = r->n_args == 2 ? &r->args[1] : NULL;
+	} else if (r->n_args != 1) {
+		set = NULL;
+	}
+	if (!set || (set->type != IMAP_VAL_ATOM && set->type != IMAP_VAL_NUMBER) ||
+	    walk_uid_set(s, set->str, false, &count) < 0)
+		return protocol_error(s, "malformed VANISHED response");
+	if (earlier || !s->qresync) /* never asked for: a VANISHED we did not enable */
+		return 0;
+	s->exists = count >= s->exists ? 0 : s->exists - (uint32_t)count;
+	if (s->p.goal == IMAP_GOAL_WATCH)
+		walk_uid_set(s, set->str, true, &count);
+	return 0;
+}
+
+static void on_enabled(struct imap_session *s, const struct imap_response *r)
+{
+	if (s->state != S_ENABLE)
+		return;
+	for (size_t i = 0; i < r->n_args; i++)
+		if (imap_value_is_atom(&r->args[i], "QRESYNC"))
+			s->qresync = true;
+}
+
+/* An untagged FETCH that is not the answer to ours: another client changed flags. Answers
+ * are a UID FETCH's messages (with the envelope we asked for) and, while scanning, every
+ * (UID FLAGS) line, which cannot be told apart from a change: changes during a scan are
+ * missed. Without CONDSTORE/QRESYNC the UID may be missing: then only the messages reported
+ * on this connection are known by their numbers. */
+static void check_flag_change(struct imap_session *s, const struct imap_fetch *f)
+{
+	uint32_t uid = f->uid;
+
+	if (!f->has_flags || s->state <= S_EXAMINE || s->state == S_SCAN ||
+	    (s->state == S_FETCH && f->has_envelope))
+		return;
+	if (uid == 0 && !s->qresync)
+		uid = known_uid(s, f->seq);
+	if (uid == 0 || uid > s->last_uid)
+		return; /* unknown, or new mail that the next fetch reports */
+	if (s->ops->flags_changed)
+		s->ops->flags_changed(s->userdata, uid, f->flags);
+}
+
 static int handle_fetch(struct imap_session *s, const struct imap_fetch *f);
 
 static int on_fetch(struct imap_session *s, const struct imap_response *r)
@@ -529,11 +769,14 @@ static int handle_fetch(struct imap_session *s, const struct imap_fetch *f)
 	/* "UID FETCH n:*" also returns the last message when n is past the end (RFC 3501
 	 * §6.4.8: * is the largest UID in use); and unsolicited FETCH (flag changes) may
 	 * arrive at any time. Only UIDs above what was reported count. */
+	if (s->p.goal != IMAP_GOAL_WATCH)
+		return 0;
 	if (s->state == S_FIND_LAST) {
 		if (f->uid)
 			s->uidnext = f->uid == UINT32_MAX ? UINT32_MAX : f->uid + 1;
 		return 0;
 	}
+	check_flag_change(s, f);
 	if ((s->state != S_FETCH && s->state != S_SCAN) || f->uid <= s->last_uid)
 		return 0;
 	bool seen = f->has_flags && (f->flags & IMAP_FLAG_SEEN);
@@ -552,8 +795,10 @@ static int handle_fetch(struct imap_session *s, const struct imap_fetch *f)
 	if (seen && s->p.skip_seen) {
 		if (s->ops->skipped)
 			s->ops->skipped(s->userdata, f->uid);
-	} else if (s->ops->message) {
-		s->ops->message(s->userdata, f);
+	} else {
+		known_add(s, f->seq, f->uid);
+		if (s->ops->message)
+			s->ops->message(s->userdata, f);
 	}
 	return 0;
 }
@@ -609,9 +854,12 @@ static int on_untagged(struct imap_session *s, const struct imap_response *r, us
 	}
 	if (streq(r->name, "EXISTS") && r->has_number)
 		return on_exists(s, r->number, now);
-	if (streq(r->name, "EXPUNGE") && r->has_number) {
-		if (s->exists > 0)
-			s->exists--;
+	if (streq(r->name, "EXPUNGE") && r->has_number)
+		return on_expunge(s, r->number);
+	if (streq(r->name, "VANISHED"))
+		return on_vanished(s, r);
+	if (streq(r->name, "ENABLED")) {
+		on_enabled(s, r);
 		return 0;
 	}
 	if (streq(r->name, "FETCH"))
@@ -691,6 +939,54 @@ static int on_examine_done(struct imap_session *s, const struct imap_response *r
 	return step_after_select(s, now);
 }
 
+static void report_stored(struct imap_session *s, int result, const char *fmt, ...)
+	_printf_(3, 4);
+static void report_stored(struct imap_session *s, int result, const char *fmt, ...)
+{
+	char why[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	if (s->ops->stored)
+		s->ops->stored(s->userdata, result, why);
+}
+
+/* A UID names a message only together with its UIDVALIDITY (RFC 3501 §2.3.1.1): after a
+ * change the same number may be another message, which must not be marked. */
+static int on_select_done(struct imap_session *s, const struct imap_response *r, usec_t now)
+{
+	int k;
+
+	if (r->status != IMAP_STATUS_OK)
+		return fail(s, IMAP_FAIL_NO_MAILBOX, ENOENT, "cannot select mailbox \"%s\": %s",
+			    s->p.mailbox, strempty(r->text));
+	if (s->uidvalidity == 0)
+		return protocol_error(s, "server selected \"%s\" without a UIDVALIDITY",
+				      s->p.mailbox);
+	if (s->uidvalidity != s->p.uidvalidity) {
+		report_stored(s, -ESTALE, "UIDVALIDITY is now %u, not %u: UID %u is another message",
+			      s->uidvalidity, s->p.uidvalidity, s->p.store_uid);
+		return s->state == S_DEAD ? -EPROTO : simple(s, "LOGOUT", S_LOGOUT, now);
+	}
+	cmd_reset(s);
+	k = imap_cmd_uid_store_seen(&s->cmd, next_tag(s), s->p.store_uid);
+	if (k < 0)
+		return fail(s, IMAP_FAIL_FINAL, k, "cannot build UID STORE for UID %u",
+			    s->p.store_uid);
+	return send_command(s, S_STORE, now);
+}
+
+static int on_store_done(struct imap_session *s, const struct imap_response *r, usec_t now)
+{
+	if (r->status == IMAP_STATUS_OK)
+		report_stored(s, 0, "stored");
+	else
+		report_stored(s, -EIO, "server refused UID STORE: %s", strempty(r->text));
+	return s->state == S_DEAD ? -EPROTO : simple(s, "LOGOUT", S_LOGOUT, now);
+}
+
 /* The scan is done: report the oldest as one summary, fetch the newest one by one. */
 static int on_scan_done(struct imap_session *s, usec_t now)
 {
@@ -761,6 +1057,10 @@ static int on_command_done(struct imap_session *s, const struct imap_response *r
 		if (!ok)
 			return protocol_error(s, "LIST failed: %s", strempty(r->text));
 		return simple(s, "LOGOUT", S_LOGOUT, now);
+	case S_SELECT:
+		return on_select_done(s, r, now);
+	case S_STORE:
+		return on_store_done(s, r, now);
 	case S_EXAMINE:
 		return on_examine_done(s, r, now);
 	case S_FIND_LAST:
@@ -1015,6 +1315,7 @@ struct imap_session *imap_session_free(struct imap_session *s)
 	imap_parser_free(s->parser);
 	imap_cmd_done(&s->cmd);
 	free(s->scan_uids);
+	free(s->known);
 	free(s->name);
 	free(s->username);
 	free(s->mailbox);

@@ -66,7 +66,7 @@ def manpage_keys():
     section = None
     prev = ""
     for line in read(MANPAGE).splitlines():
-        m = re.match(r"\.SH THE \[(\w+)(?: NAME)?\] SECTIONS?$", line)
+        m = re.match(r"\.SH THE \[(\w+)(?: NAME| ACCOUNT/MAILBOX)?\] SECTIONS?$", line)
         if m:
             section = m.group(1)
             keys.setdefault(section, set())
@@ -114,8 +114,8 @@ def compare(found, where):
 
 def test_parser_tables_are_found():
     sections = parser_keys()
-    assert set(sections) == {"imapidled", "account", "desktop", "webhook", "exec"}, (
-        f"expected the five section types in src/config.c, found {sorted(sections)}")
+    assert set(sections) == {"imapidled", "account", "desktop", "webhook", "exec", "mailbox"}, (
+        f"expected the six section types in src/config.c, found {sorted(sections)}")
     for section, keys in sections.items():
         assert keys, f"[{section}]: no keys found in its table"
 
@@ -135,6 +135,8 @@ def test_binary_knows_the_key(tmp_path, section, key):
     """The key found in the tables is one the parser accepts in that section. No config here
     can parse completely (no account, or an empty value), so no secret is ever fetched."""
     header = f"[{section} x]" if section_named(section) else f"[{section}]"
+    if section == "mailbox":
+        header = "[mailbox x/INBOX]"  # named ACCOUNT/MAILBOX
     path = tmp_path / "config"
     path.write_text(f"{header}\n{key} =\n")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),

@@ -206,6 +206,21 @@ static const struct {
 	  "config:6: [account work] sinks: \"desktop\" is listed twice" },
 	{ ACCOUNT "host = other.example\n",
 	  "config:5: [account work] host: duplicate key (first at line 2)" },
+	/* [mailbox ACCOUNT/MAILBOX] overrides the account's sinks for one mailbox. */
+	{ ACCOUNT "[mailbox work]\nsinks = desktop\n",
+	  "config:5: [mailbox work]: expected [mailbox ACCOUNT/MAILBOX]" },
+	{ ACCOUNT "[mailbox work/INBOX]\n",
+	  "config:5: [mailbox work/INBOX] sinks: required key is missing" },
+	{ ACCOUNT "[mailbox work/Other]\nsinks = desktop\n",
+	  "config:5: [mailbox work/Other]: \"Other\" is not among [account work]'s mailboxes" },
+	{ ACCOUNT "[mailbox home/INBOX]\nsinks = desktop\n",
+	  "config:5: [mailbox home/INBOX]: no [account home] section" },
+	{ ACCOUNT "[mailbox work/INBOX]\nsinks = exec:zz\n",
+	  "config:6: [mailbox work/INBOX] sinks: no [exec zz] section" },
+	{ ACCOUNT "[mailbox work/INBOX]\nsinks = desktop\n[mailbox work/inbox]\nsinks = desktop\n",
+	  "config:7: [mailbox work/inbox]: duplicate section (first at line 5)" },
+	{ ACCOUNT "[mailbox work/INBOX]\nsink = desktop\n",
+	  "config:6: [mailbox work/INBOX] sink: unknown key (did you mean \"sinks\"?)" },
 };
 
 static void test_bad_configs(void **state)
@@ -259,6 +274,26 @@ static void test_repeated_lists_append(void **state)
 	assert_string_equal(c->accounts[0].sinks[1].name, "y");
 	assert_int_equal(c->accounts[0].sinks[2].type, SINK_DESKTOP);
 	assert_int_equal(c->accounts[0].sinks_line, 8);
+	config_free(c);
+}
+
+static void test_mailbox_sinks(void **state)
+{
+	struct config *c = parse_ok(ACCOUNT "mailboxes = INBOX, Lists/urgent\nsinks = exec:a\n"
+					    "[exec a]\ncommand = true\n[exec b]\ncommand = true\n"
+					    "[mailbox work/Lists/urgent]\nsinks = exec:b, desktop\n");
+	const struct sink_ref *s;
+	size_t n;
+
+	assert_true(config_mailbox_sinks(c, "work", "INBOX", &s, &n));
+	assert_int_equal(n, 1);
+	assert_string_equal(s[0].name, "a");
+	assert_true(config_mailbox_sinks(c, "work", "Lists/urgent", &s, &n));
+	assert_int_equal(n, 2);
+	assert_string_equal(s[0].name, "b");
+	assert_int_equal(s[1].type, SINK_DESKTOP);
+	assert_false(config_mailbox_sinks(c, "home", "INBOX", &s, &n));
+	assert_true(config_uses_sink(c, SINK_DESKTOP));
 	config_free(c);
 }
 
@@ -795,6 +830,7 @@ int main(void)
 		cmocka_unit_test(test_missing_file),
 		cmocka_unit_test(test_long_line),
 		cmocka_unit_test(test_repeated_lists_append),
+		cmocka_unit_test(test_mailbox_sinks),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_full),
 		cmocka_unit_test(test_webhook_defaults),

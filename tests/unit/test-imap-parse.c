@@ -168,6 +168,7 @@ static char *load_transcript(const char *name, size_t *ret_len)
 }
 
 static const char *const transcripts[] = {
+	"dovecot-2.3-recorded.txt", /* a real session: record-dovecot.py */
 	"dovecot-2.3.txt",
 	"cyrus-3.txt",
 	"gmail.txt",
@@ -303,6 +304,60 @@ static void test_transcript_dovecot(void **state)
 	assert_true(strncmp(f.header, "From: =?UTF-8?B?", 16) == 0);
 	assert_int_equal(f.header[f.header_len - 1], '\n');
 	assert_int_equal(f.header_len, strlen(f.header));
+	imap_fetch_done(&f);
+}
+
+/* The recorded session: literals inside ENVELOPE (a quoted-looking subject and raw UTF-8),
+ * group syntax in To, a BODY.PEEK[HEADER.FIELDS] literal, EXISTS while idling. */
+static void test_transcript_dovecot_recorded(void **state)
+{
+	size_t len;
+	_cleanup_free_ char *data = load_transcript("dovecot-2.3-recorded.txt", &len);
+	_cleanup_(imap_parser_freep) struct imap_parser *p = imap_parser_new(NULL);
+	const struct imap_response *r;
+	struct imap_fetch f;
+
+	assert_int_equal(imap_parser_feed(p, data, len), 0);
+	r = next_named(p, "FETCH");
+	assert_int_equal(imap_fetch_parse(r, &f), 0);
+	assert_int_equal(f.uid, 1);
+	assert_string_equal(f.envelope.subject, "Plain ASCII subject");
+	imap_fetch_done(&f);
+
+	r = next_named(p, "FETCH");
+	assert_int_equal(imap_fetch_parse(r, &f), 0);
+	assert_int_equal(f.uid, 2);
+	assert_string_equal(f.envelope.subject, "Quoted \"words\" and a \\ backslash");
+	assert_string_equal(f.envelope.from.items[0].name, "Doe, Jane");
+	imap_fetch_done(&f);
+
+	r = next_named(p, "FETCH");
+	assert_int_equal(imap_fetch_parse(r, &f), 0);
+	assert_int_equal(f.uid, 3);
+	assert_string_equal(f.envelope.subject, "Grüße aus Köln ✓");
+	assert_string_equal(f.envelope.from.items[0].name, "=?ISO-8859-1?Q?J=F6rg_M=FCller?=");
+	/* To: alice, then the empty group "undisclosed-recipients:;" as a start/end pair. */
+	assert_int_equal(f.envelope.to.n, 3);
+	assert_string_equal(f.envelope.to.items[1].mailbox, "undisclosed-recipients");
+	assert_null(f.envelope.to.items[1].host);
+	assert_null(f.envelope.to.items[2].mailbox);
+	assert_string_equal(f.envelope.message_id, "<8bit@example.de>");
+	imap_fetch_done(&f);
+
+	r = next_named(p, "FETCH");
+	assert_int_equal(imap_fetch_parse(r, &f), 0);
+	assert_int_equal(f.uid, 3);
+	assert_false(f.has_envelope);
+	assert_int_equal(f.header_len, 93);
+	assert_true(strncmp(f.header, "From: =?ISO-8859-1?Q?", 21) == 0);
+	imap_fetch_done(&f);
+
+	r = next_named(p, "EXISTS");
+	assert_int_equal(r->number, 4);
+	r = next_named(p, "FETCH");
+	assert_int_equal(imap_fetch_parse(r, &f), 0);
+	assert_int_equal(f.uid, 4);
+	assert_string_equal(f.envelope.subject, "Hello =?utf-8?q?=F0=9F=8C=8E?=");
 	imap_fetch_done(&f);
 }
 
@@ -867,6 +922,7 @@ int main(void)
 		cmocka_unit_test(test_transcripts_every_split),
 		cmocka_unit_test(test_transcripts_no_early_parse),
 		cmocka_unit_test(test_transcript_dovecot),
+		cmocka_unit_test(test_transcript_dovecot_recorded),
 		cmocka_unit_test(test_transcript_cyrus),
 		cmocka_unit_test(test_transcript_gmail),
 		cmocka_unit_test(test_transcript_outlook),

@@ -13,7 +13,8 @@
  * Expectations are checked at checkpoints: before each server chunk (whole mode), before
  * each owner action and at the end (every mode). At a checkpoint, what was sent must equal
  * the concatenation of every C() so far, byte for byte, and the events must match the E()s
- * so far, in order (each expected event is a prefix of the recorded one). */
+ * so far, in order (each expected event is a prefix of the recorded one); EN(t, n) expects n
+ * events in a row that each start with t. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -36,6 +37,7 @@ enum kind {
 	SERVER_FILL, /* text repeated n times, fed in one call (a barrier) */
 	SENT,        /* the client sent exactly these bytes next */
 	EVENT,       /* the next event starts with this text */
+	EVENTS,      /* the next n events each start with this text */
 	TLS_READY,   /* the STARTTLS handshake finished */
 	ADVANCE,     /* time passes: n µs; the owner's timer fires if it is due */
 	DEADLINE,    /* the session's deadline is n µs from now (USEC_INFINITY: none) */
@@ -56,6 +58,7 @@ struct step {
 #define FILL(t, n) { SERVER_FILL, t, n }
 #define C(t) { SENT, t, 0 }
 #define E(t) { EVENT, t, 0 }
+#define EN(t, n) { EVENTS, t, n }
 #define CLOSED(cls) { EVENT, "closed " #cls, 0 }
 #define TLS { TLS_READY, NULL, 0 }
 #define WAIT(u) { ADVANCE, NULL, u }
@@ -104,10 +107,11 @@ struct script {
 	S(GREETING), C("a1 AUTHENTICATE PLAIN " PLAIN_IR "\r\n"),    \
 	S("a1 OK [CAPABILITY IMAP4rev1 IDLE] logged in\r\n"), C("a2 EXAMINE INBOX\r\n")
 
-#define SELECT(uidvalidity, uidnext)                                                     \
-	S("* 3 EXISTS\r\n* 0 RECENT\r\n* FLAGS (\\Answered \\Seen)\r\n"                   \
-	  "* OK [UIDVALIDITY " uidvalidity "] UIDs valid\r\n"                            \
-	  "* OK [UIDNEXT " uidnext "] predicted next UID\r\na2 OK [READ-ONLY] EXAMINE done\r\n")
+#define SELECT_AS(tag, uidvalidity, uidnext)                                               \
+	S("* 3 EXISTS\r\n* 0 RECENT\r\n* FLAGS (\\Answered \\Seen)\r\n"                     \
+	  "* OK [UIDVALIDITY " uidvalidity "] UIDs valid\r\n"                              \
+	  "* OK [UIDNEXT " uidnext "] predicted next UID\r\n" tag " OK [READ-ONLY] done\r\n")
+#define SELECT(uidvalidity, uidnext) SELECT_AS("a2", uidvalidity, uidnext)
 
 /* A first run up to IDLE: a3 IDLE is in flight and was answered. */
 #define IDLE_STEPS                                                               \
@@ -121,6 +125,26 @@ struct script {
 	C("a2 EXAMINE INBOX\r\n"), SELECT("7", "5"),                                          \
 	E("selected uidvalidity=7 last=4 baseline=1"), E("idle")
 
+/* QRESYNC offered and enabled; then EXAMINE (a3) is sent. */
+#define QRESYNC_LOGIN_STEPS                                                        \
+	S(GREETING), C("a1 AUTHENTICATE PLAIN " PLAIN_IR "\r\n"),                     \
+	S("a1 OK [CAPABILITY IMAP4rev1 IDLE ENABLE CONDSTORE QRESYNC] logged in\r\n"), \
+	C("a2 ENABLE QRESYNC\r\n"), S("* ENABLED QRESYNC\r\na2 OK enabled\r\n"),     \
+	C("a3 EXAMINE INBOX\r\n")
+
+/* The same up to IDLE on a first run: last UID 4, a4 IDLE answered. */
+#define QRESYNC_IDLE_STEPS                                                              \
+	QRESYNC_LOGIN_STEPS, SELECT_AS("a3", "7", "5"),                                   \
+	E("selected uidvalidity=7 last=4 baseline=1"), C("a4 IDLE\r\n"), S("+ idling\r\n"), \
+	E("idle")
+
+/* Mark UID 5 of INBOX (UIDVALIDITY 7) as read. */
+#define STORE_PARAMS(...) \
+	PARAMS(.goal = IMAP_GOAL_STORE_SEEN, .uidvalidity = 7, .store_uid = 5, __VA_ARGS__)
+#define STORE_SELECT(uidvalidity)                                                       \
+	S("* FLAGS (\\Seen)\r\n* 3 EXISTS\r\n* OK [UIDVALIDITY " uidvalidity "] x\r\n"    \
+	  "* OK [UIDNEXT 9] x\r\na2 OK [READ-WRITE] Select completed\r\n")
+
 /* One message as UID FETCH returns it. */
 #define MSG(seq, uid, flags, subject)                                                      \
 	"* " seq " FETCH (UID " uid " FLAGS (" flags ") INTERNALDATE \"17-Jul-2024 02:44:25 " \
@@ -130,10 +154,12 @@ struct script {
 
 /* ---------------------------------------------------------------- the recorder */
 
+#define MAX_EVENTS 2048
+
 struct rec {
 	char *sent;
 	size_t sent_len, sent_cap;
-	char *events[128];
+	char *events[MAX_EVENTS];
 	size_t n_events;
 	bool closed;
 	bool send_fails;
@@ -210,6 +236,22 @@ static void op_skipped(void *ud, uint32_t uid)
 	rec_event(ud, "skipped uid=%u", uid);
 }
 
+static void op_flags_changed(void *ud, uint32_t uid, unsigned flags)
+{
+	rec_event(ud, "flags uid=%u seen=%d", uid, !!(flags & IMAP_FLAG_SEEN));
+}
+
+static void op_expunged(void *ud, uint32_t uid)
+{
+	rec_event(ud, "expunged uid=%u", uid);
+}
+
+static void op_stored(void *ud, int result, const char *why)
+{
+	assert_non_null(why);
+	rec_event(ud, "stored %s %s", result ? strerrorname_np(-result) : "0", why);
+}
+
 static void op_idle(void *ud)
 {
 	rec_event(ud, "idle");
@@ -253,6 +295,9 @@ static const struct imap_session_ops ops = {
 	.summary = op_summary,
 	.skipped = op_skipped,
 	.idle = op_idle,
+	.flags_changed = op_flags_changed,
+	.expunged = op_expunged,
+	.stored = op_stored,
 	.listed = op_listed,
 	.alert = op_alert,
 	.closed = op_closed,
@@ -343,7 +388,7 @@ struct run {
 
 	char *exp_sent; /* concatenated C() so far */
 	size_t exp_len;
-	const char *exp_events[128];
+	const char *exp_events[MAX_EVENTS];
 	size_t n_exp_events;
 	char *pending; /* server bytes not fed yet (split modes) */
 	size_t pending_len;
@@ -461,6 +506,11 @@ static void do_step(struct run *r, const struct step *st, size_t i)
 		assert_true(r->n_exp_events < ELEMENTSOF(r->exp_events));
 		r->exp_events[r->n_exp_events++] = st->text;
 		return;
+	case EVENTS:
+		assert_true(r->n_exp_events + st->n <= ELEMENTSOF(r->exp_events));
+		for (uint64_t k = 0; k < st->n; k++)
+			r->exp_events[r->n_exp_events++] = st->text;
+		return;
 	default:
 		break;
 	}
@@ -566,7 +616,7 @@ static size_t longest_run(const struct script *sc)
 	for (const struct step *st = sc->steps;; st++) {
 		if (st->kind == SERVER) {
 			cur += strlen(st->text);
-		} else if (st->kind != SENT && st->kind != EVENT) {
+		} else if (st->kind != SENT && st->kind != EVENT && st->kind != EVENTS) {
 			best = MAX(best, cur);
 			cur = 0;
 		}
@@ -918,6 +968,129 @@ static const struct script happy[] = {
 
 	SCRIPT("send fails: TRANSIENT", PARAMS(), IDLE_STEPS, DO_SEND_FAILS,
 	       S("* 4 EXISTS\r\n"), CLOSED(TRANSIENT EPIPE)),
+
+	/* ---- what happens to reported messages ---- */
+
+	SCRIPT("QRESYNC offered: ENABLE QRESYNC; flag changes and VANISHED name UIDs",
+	       PARAMS(.known = true, .uidvalidity = 7, .last_uid = 4), QRESYNC_LOGIN_STEPS,
+	       SELECT_AS("a3", "7", "7"), E("selected uidvalidity=7 last=4 baseline=0"),
+	       C("a4 UID FETCH 5:* " FETCH_NEW "\r\n"),
+	       S(MSG("2", "5", "", "Hello") MSG("3", "6", "", "World") "a4 OK\r\n"),
+	       E("message uid=5"), E("message uid=6"), C("a5 IDLE\r\n"), S("+ idling\r\n"),
+	       E("idle"),
+	       /* another client read UID 5: Dovecot's form, with MODSEQ */
+	       S("* 2 FETCH (UID 5 MODSEQ (12) FLAGS (\\Seen))\r\n"), E("flags uid=5 seen=1"),
+	       S("* 2 FETCH (FLAGS (\\Seen \\Flagged) UID 5 MODSEQ (13))\r\n"),
+	       E("flags uid=5 seen=1"),
+	       /* no UID: not trusted by number under QRESYNC; above last_uid: new mail */
+	       S("* 3 FETCH (FLAGS (\\Seen))\r\n* 9 FETCH (UID 9 FLAGS ())\r\n"),
+	       S("* VANISHED 5\r\n"), E("expunged uid=5"),
+	       S("* VANISHED 1:3,6\r\n"), E("expunged uid=1"), E("expunged uid=2"),
+	       E("expunged uid=3"), E("expunged uid=6"),
+	       /* EXISTS counted down by the VANISHED: one message more is new mail */
+	       S("* 1 EXISTS\r\n"), C("DONE\r\n"), S("a5 OK\r\n"),
+	       C("a6 UID FETCH 7:* " FETCH_NEW "\r\n")),
+
+	SCRIPT("QRESYNC: a stray EXPUNGE is not mapped to a UID",
+	       PARAMS(.known = true, .uidvalidity = 7, .last_uid = 4), QRESYNC_LOGIN_STEPS,
+	       SELECT_AS("a3", "7", "6"), E("selected uidvalidity=7 last=4 baseline=0"),
+	       C("a4 UID FETCH 5:* " FETCH_NEW "\r\n"), S(MSG("3", "5", "", "Hello") "a4 OK\r\n"),
+	       E("message uid=5"), C("a5 IDLE\r\n"), S("+ idling\r\n"), E("idle"),
+	       S("* 3 EXPUNGE\r\n* 3 EXISTS\r\n"), C("DONE\r\n")),
+
+	SCRIPT("CONDSTORE only: ENABLE CONDSTORE; EXPUNGE mapped through sequence numbers",
+	       PARAMS(.known = true, .uidvalidity = 7, .last_uid = 4), S(GREETING),
+	       C("a1 AUTHENTICATE PLAIN " PLAIN_IR "\r\n"),
+	       S("a1 OK [CAPABILITY IMAP4rev1 IDLE ENABLE CONDSTORE] logged in\r\n"),
+	       C("a2 ENABLE CONDSTORE\r\n"), S("* ENABLED CONDSTORE\r\na2 OK\r\n"),
+	       C("a3 EXAMINE INBOX\r\n"), SELECT_AS("a3", "7", "7"),
+	       E("selected uidvalidity=7 last=4 baseline=0"),
+	       C("a4 UID FETCH 5:* " FETCH_NEW "\r\n"),
+	       S(MSG("2", "5", "", "Hello") MSG("3", "6", "", "World") "a4 OK\r\n"),
+	       E("message uid=5"), E("message uid=6"), C("a5 IDLE\r\n"), S("+ idling\r\n"),
+	       E("idle"),
+	       /* message 1 (not ours) goes: 5 and 6 move down to 1 and 2 */
+	       S("* 1 EXPUNGE\r\n"),
+	       S("* 1 FETCH (FLAGS (\\Seen))\r\n"), E("flags uid=5 seen=1"),
+	       S("* 2 FETCH (UID 6 FLAGS (\\Seen) MODSEQ (4))\r\n"), E("flags uid=6 seen=1"),
+	       S("* 2 EXPUNGE\r\n"), E("expunged uid=6"),
+	       S("* 1 EXPUNGE\r\n"), E("expunged uid=5"),
+	       /* nothing known any more, and a VANISHED nobody enabled is ignored */
+	       S("* 1 FETCH (FLAGS (\\Seen))\r\n* VANISHED 1:6\r\n"),
+	       S("* 1 EXISTS\r\n"), C("DONE\r\n"), S("a5 OK\r\n"),
+	       C("a6 UID FETCH 7:* " FETCH_NEW "\r\n")),
+
+	SCRIPT("no ENABLE: flag changes of reported messages found by number, others by UID",
+	       PARAMS(.known = true, .uidvalidity = 7, .last_uid = 4), LOGIN_STEPS,
+	       SELECT("7", "6"), E("selected uidvalidity=7 last=4 baseline=0"),
+	       C("a3 UID FETCH 5:* " FETCH_NEW "\r\n"), S(MSG("3", "5", "", "Hello") "a3 OK\r\n"),
+	       E("message uid=5"), C("a4 IDLE\r\n"), S("+ idling\r\n"), E("idle"),
+	       S("* 3 FETCH (FLAGS (\\Seen))\r\n"), E("flags uid=5 seen=1"),
+	       S("* 2 FETCH (FLAGS (\\Seen))\r\n"),
+	       S("* 1 FETCH (UID 2 FLAGS (\\Seen))\r\n"), E("flags uid=2 seen=1"),
+	       S("* 3 FETCH (FLAGS ())\r\n"), E("flags uid=5 seen=0"),
+	       S("* 3 EXPUNGE\r\n"), E("expunged uid=5")),
+
+	SCRIPT("flag changes during a UID FETCH are told apart from its answers",
+	       PARAMS(.known = true, .uidvalidity = 7, .last_uid = 4), LOGIN_STEPS,
+	       SELECT("7", "6"), E("selected uidvalidity=7 last=4 baseline=0"),
+	       C("a3 UID FETCH 5:* " FETCH_NEW "\r\n"),
+	       S("* 1 FETCH (UID 3 FLAGS (\\Seen))\r\n" MSG("3", "5", "\\Seen", "Hello")
+		 "* 3 FETCH (UID 5 FLAGS (\\Seen))\r\na3 OK\r\n"),
+	       E("flags uid=3 seen=1"), E("message uid=5 seen=1"), E("flags uid=5 seen=1"),
+	       C("a4 IDLE\r\n")),
+
+	SCRIPT("nothing new: the answer of UID FETCH n:* for the last message is not a change",
+	       PARAMS(), IDLE_STEPS, S("* 4 EXISTS\r\n"), C("DONE\r\n"), S("a3 OK\r\n"),
+	       C("a4 UID FETCH 5:* " FETCH_NEW "\r\n"),
+	       S(MSG("3", "4", "\\Seen", "Old") "a4 OK\r\n"), C("a5 IDLE\r\n")),
+
+	/* ---- STORE_SEEN: the mark-read action ---- */
+
+	SCRIPT("STORE_SEEN: SELECT, UIDVALIDITY checked, UID STORE, LOGOUT", STORE_PARAMS(),
+	       S(GREETING), C("a1 AUTHENTICATE PLAIN " PLAIN_IR "\r\n"),
+	       S("a1 OK [CAPABILITY IMAP4rev1 IDLE ENABLE CONDSTORE QRESYNC] logged in\r\n"),
+	       C("a2 SELECT INBOX\r\n"), STORE_SELECT("7"),
+	       C("a3 UID STORE 5 +FLAGS.SILENT (\\Seen)\r\n"), S("a3 OK Store completed\r\n"),
+	       E("stored 0"), C("a4 LOGOUT\r\n"), S("* BYE Logging out\r\na4 OK\r\n"),
+	       CLOSED(NONE)),
+
+	SCRIPT("STORE_SEEN with LOGIN and a mailbox name to encode", STORE_PARAMS(
+		       .mailbox = "Entwürfe"),
+	       S("* OK [CAPABILITY IMAP4rev1] ready\r\n"), C("a1 LOGIN alice secret\r\n"),
+	       S("a1 OK logged in\r\n"), C("a2 CAPABILITY\r\n"),
+	       S("* CAPABILITY IMAP4rev1 ID\r\na2 OK\r\n"), C("a3 SELECT Entw&APw-rfe\r\n"),
+	       S("* OK [UIDVALIDITY 7] x\r\na3 OK [READ-WRITE] done\r\n"),
+	       C("a4 UID STORE 5 +FLAGS.SILENT (\\Seen)\r\n"), S("a4 OK\r\n"), E("stored 0"),
+	       C("a5 LOGOUT\r\n"), S("a5 OK\r\n"), CLOSED(NONE)),
+
+	SCRIPT("STORE_SEEN: UIDVALIDITY changed, so the UID is another message: no STORE",
+	       STORE_PARAMS(), S(GREETING), C("a1 AUTHENTICATE PLAIN " PLAIN_IR "\r\n"),
+	       S("a1 OK [CAPABILITY IMAP4rev1 IDLE] logged in\r\n"), C("a2 SELECT INBOX\r\n"),
+	       STORE_SELECT("8"), E("stored ESTALE UIDVALIDITY is now 8, not 7"),
+	       C("a3 LOGOUT\r\n"), S("a3 OK\r\n"), CLOSED(NONE)),
+
+	SCRIPT("STORE_SEEN: STORE refused (read-only mailbox): reported, LOGOUT",
+	       STORE_PARAMS(), S(GREETING), C("a1 AUTHENTICATE PLAIN " PLAIN_IR "\r\n"),
+	       S("a1 OK [CAPABILITY IMAP4rev1 IDLE] logged in\r\n"), C("a2 SELECT INBOX\r\n"),
+	       STORE_SELECT("7"), C("a3 UID STORE 5 +FLAGS.SILENT (\\Seen)\r\n"),
+	       S("a3 NO [READ-ONLY] Mailbox is read-only\r\n"),
+	       E("stored EIO server refused UID STORE: Mailbox is read-only"),
+	       C("a4 LOGOUT\r\n"), S("a4 OK\r\n"), CLOSED(NONE)),
+
+	SCRIPT("STORE_SEEN: no such mailbox", STORE_PARAMS(), S(GREETING),
+	       C("a1 AUTHENTICATE PLAIN " PLAIN_IR "\r\n"),
+	       S("a1 OK [CAPABILITY IMAP4rev1 IDLE] logged in\r\n"), C("a2 SELECT INBOX\r\n"),
+	       S("a2 NO [NONEXISTENT] Mailbox doesn't exist\r\n"),
+	       CLOSED(NO_MAILBOX ENOENT: cannot select mailbox "INBOX")),
+
+	SCRIPT("STORE_SEEN: a flag change or expunge in the SELECT is not reported",
+	       STORE_PARAMS(), S(GREETING), C("a1 AUTHENTICATE PLAIN " PLAIN_IR "\r\n"),
+	       S("a1 OK [CAPABILITY IMAP4rev1 IDLE] logged in\r\n"), C("a2 SELECT INBOX\r\n"),
+	       S("* 2 FETCH (UID 5 FLAGS (\\Seen))\r\n* 1 EXPUNGE\r\n"), STORE_SELECT("7"),
+	       C("a3 UID STORE 5 +FLAGS.SILENT (\\Seen)\r\n"),
+	       S("* 2 FETCH (UID 5 FLAGS (\\Seen))\r\na3 OK\r\n"), E("stored 0"),
+	       C("a4 LOGOUT\r\n")),
 };
 
 /* ---------------------------------------------------------------- hostile servers */
@@ -1203,6 +1376,74 @@ static const struct script hostile[] = {
 		S("* CAPABILITY IMAP4rev1\r\na1 OK\r\n"), C("a2 LIST \"\" \"*\"\r\n"),
 		S("* LIST () \"/\" \"A&ABs-]0;x&AAc-\"\r\n* LIST () \"/\" INBOX\r\na2 OK\r\n"),
 		E("listed <INBOX> noselect=0"), C("a3 LOGOUT\r\n")),
+
+	HOSTILE_LOGGED_IN("VANISHED 1:4294967295 with last UID 4: four reports, no loop",
+		PARAMS(), QRESYNC_IDLE_STEPS,
+		S("* VANISHED 1:4294967295\r\n"), E("expunged uid=1"), E("expunged uid=2"),
+		E("expunged uid=3"), E("expunged uid=4"),
+		S("* VANISHED *:3\r\n"), E("expunged uid=3"), E("expunged uid=4")),
+
+	HOSTILE_LOGGED_IN("VANISHED 1:* near the top of the UID space: the window only",
+		PARAMS(.known = true, .uidvalidity = 7, .last_uid = 4294967294u),
+		QRESYNC_LOGIN_STEPS, SELECT_AS("a3", "7", "4294967295"),
+		E("selected uidvalidity=7 last=4294967294 baseline=0"), C("a4 IDLE\r\n"),
+		S("+ idling\r\n"), E("idle"), S("* VANISHED 1:*\r\n"),
+		E("expunged uid=4294966295"), EN("expunged uid=429496", 998),
+		E("expunged uid=4294967294"), S("* 3 EXISTS\r\n"), C("DONE\r\n")),
+
+	HOSTILE_LOGGED_IN("VANISHED with 4000 overlapping ranges: each UID reported once",
+		PARAMS(), QRESYNC_IDLE_STEPS, S1("* VANISHED "), FILL("1:*,", 4000), S1("2\r\n"),
+		E("expunged uid=1"), E("expunged uid=2"), E("expunged uid=3"),
+		E("expunged uid=4"), S("* 1 EXISTS\r\n"), C("DONE\r\n")),
+
+	HOSTILE_LOGGED_IN("VANISHED with 4000 repeated ranges: the steps run out, no CPU burnt",
+		PARAMS(.known = true, .uidvalidity = 7, .last_uid = 100000),
+		QRESYNC_LOGIN_STEPS, SELECT_AS("a3", "7", "100001"),
+		E("selected uidvalidity=7 last=100000 baseline=0"), C("a4 IDLE\r\n"),
+		S("+ idling\r\n"), E("idle"), S1("* VANISHED "), FILL("99001:99999,", 4000),
+		S1("100000\r\n"), E("expunged uid=99001"), EN("expunged uid=99", 997),
+		/* the steps ran out in the repeats: the last UID is not reached */
+		E("expunged uid=99999")),
+
+	HOSTILE_LOGGED_IN("VANISHED (EARLIER) nobody asked for: ignored, EXISTS kept",
+		PARAMS(), QRESYNC_IDLE_STEPS, S("* VANISHED (EARLIER) 1:4\r\n* 3 EXISTS\r\n"),
+		S("* 4 EXISTS\r\n"), C("DONE\r\n")),
+
+	HOSTILE_LOGGED_IN("VANISHED UID 0: protocol error", PARAMS(), QRESYNC_IDLE_STEPS,
+		S("* VANISHED 0:3\r\n"), CLOSED(TRANSIENT EPROTO)),
+
+	HOSTILE_LOGGED_IN("VANISHED UID 2^32: protocol error", PARAMS(), QRESYNC_IDLE_STEPS,
+		S("* VANISHED 3,4294967296\r\n"), CLOSED(TRANSIENT EPROTO)),
+
+	HOSTILE_LOGGED_IN("VANISHED garbage set: protocol error, nothing reported first",
+		PARAMS(), QRESYNC_IDLE_STEPS, S("* VANISHED 1:4,,2\r\n"),
+		CLOSED(TRANSIENT EPROTO)),
+
+	HOSTILE_LOGGED_IN("VANISHED without a set: protocol error", PARAMS(), QRESYNC_IDLE_STEPS,
+		S("* VANISHED\r\n"), CLOSED(TRANSIENT EPROTO)),
+
+	HOSTILE_LOGGED_IN("VANISHED with a string set: protocol error", PARAMS(),
+		QRESYNC_IDLE_STEPS, S("* VANISHED \"1:4\"\r\n"), CLOSED(TRANSIENT EPROTO)),
+
+	HOSTILE_LOGGED_IN("EXPUNGE of message 0: protocol error", PARAMS(), IDLE_STEPS,
+		S("* 0 EXPUNGE\r\n"), CLOSED(TRANSIENT EPROTO)),
+
+	HOSTILE_LOGGED_IN("reported messages out of order: the number map starts over",
+		PARAMS(.known = true, .uidvalidity = 7, .last_uid = 4), LOGIN_STEPS,
+		SELECT("7", "7"), E("selected uidvalidity=7 last=4 baseline=0"),
+		C("a3 UID FETCH 5:* " FETCH_NEW "\r\n"),
+		S(MSG("3", "5", "", "Hello") MSG("2", "6", "", "World") "a3 OK\r\n"),
+		E("message uid=5"), E("message uid=6"), C("a4 IDLE\r\n"), S("+ idling\r\n"),
+		E("idle"), S("* 3 EXPUNGE\r\n* 2 EXPUNGE\r\n"), E("expunged uid=6")),
+
+	HOSTILE_LOGGED_IN("a flag change for UID 2^32-1 above last_uid: not reported",
+		PARAMS(), IDLE_STEPS, S("* 1 FETCH (UID 4294967295 FLAGS (\\Seen))\r\n"),
+		S("* 1 FETCH (UID 4 FLAGS (\\Seen))\r\n"), E("flags uid=4 seen=1")),
+
+	HOSTILE_LOGGED_IN("STORE_SEEN: SELECT without UIDVALIDITY: nothing stored",
+		STORE_PARAMS(), S(GREETING), C("a1 AUTHENTICATE PLAIN " PLAIN_IR "\r\n"),
+		S("a1 OK [CAPABILITY IMAP4rev1 IDLE] logged in\r\n"), C("a2 SELECT INBOX\r\n"),
+		S("* 3 EXISTS\r\na2 OK done\r\n"), CLOSED(TRANSIENT EPROTO)),
 };
 
 int main(void)
