@@ -159,14 +159,35 @@ def test_signals_from_others_than_the_server_are_ignored(start, mail_user, notif
     assert len(click[1](2, timeout=0)) == 1, d.log_tail()
 
 
-def test_mark_read_without_imap_hook_is_only_logged(start, mail_user, notification_daemon):
-    d = start(actions=["mark-read"], args=("-v",))  # -vv: debug
-    mail_user.deliver(subject="hello")
+def test_mark_read_sets_seen_over_imap(start, mail_user, notification_daemon):
+    d = start(actions=["mark-read"])
+    uid = mail_user.deliver(subject="read me from the popup")
     n = notification_daemon.wait_for_notifications(1)[0]
     assert n.action_map == {"mark-read": "Mark as read"}
+    assert "\\Seen" not in mail_user.fetch_flags("INBOX", uid)
     notification_daemon.emit_action_invoked(n.id, "mark-read")
-    d.wait_for_log(r"desktop: mark-read: no IMAP connection")
+    deadline = time.monotonic() + 10
+    while "\\Seen" not in mail_user.fetch_flags("INBOX", uid):
+        assert time.monotonic() < deadline, d.log_tail()
+        time.sleep(0.05)
     assert d.running
+
+
+@pytest.mark.parametrize("how", ["read", "expunged"])
+def test_read_elsewhere_closes_the_popup(start, mail_user, dovecot, notification_daemon, how):
+    d = start()
+    keep = mail_user.deliver(subject="stays")
+    gone = mail_user.deliver(subject=f"{how} on the phone")
+    got = notification_daemon.wait_for_notifications(2)
+    ids = {x.body: x.id for x in got}
+    if how == "read":
+        dovecot.store_flags(mail_user.name, "INBOX", gone, ["\\Seen"])
+    else:
+        dovecot.expunge(mail_user.name, "INBOX", gone)
+    notification_daemon.wait_for_closed(ids[f"{how} on the phone"])
+    time.sleep(0.3)
+    assert notification_daemon.closed_ids() == [ids[f"{how} on the phone"]], d.log_tail()
+    assert keep and d.running
 
 
 def _wait_for_summary(n, text, timeout=20.0):
