@@ -654,6 +654,8 @@ static int on_caps_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_er
 	int r;
 
 	s->caps_call = sd_bus_slot_unref(s->caps_call);
+	if (e && sd_bus_is_open(s->bus) <= 0)
+		return 0; /* the connection is going: on_disconnect() says so */
 	if (e && (sd_bus_error_has_name(e, SD_BUS_ERROR_SERVICE_UNKNOWN) ||
 		  sd_bus_error_has_name(e, SD_BUS_ERROR_NAME_HAS_NO_OWNER))) {
 		server_missing(s, "no notification server on the session bus (" NOTIFY_NAME ")");
