@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 #include "log.h"
+#include "sink/desktop.h"
 #include "sink/exec.h"
 #include "sink/sink.h"
 
@@ -190,7 +191,7 @@ bool dispatch_is_idle(const struct dispatch *d)
 static const struct sink_ops *const sink_types[] = {
 	[SINK_EXEC] = &sink_exec_ops,
 	[SINK_WEBHOOK] = NULL,
-	[SINK_DESKTOP] = NULL,
+	[SINK_DESKTOP] = &sink_desktop_ops,
 };
 
 static const char *const sink_type_names[] = {

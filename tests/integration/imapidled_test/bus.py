@@ -193,6 +193,10 @@ class NotificationDaemon:
         util.register(self)
         self.bus.wait_for_name(NOTIFY_NAME, timeout=timeout,
                                alive=lambda: self.proc.poll() is None)
+        # The template declares CloseNotification(i); the spec says (u), which is what a
+        # real client sends. Reason 3: closed by a call to CloseNotification.
+        self._mock().AddMethod(NOTIFY_IFACE, "CloseNotification", "u", "",
+                               'self.EmitSignal("", "NotificationClosed", "uu", [args[0], 3])')
         return self
 
     @property
@@ -249,6 +253,19 @@ class NotificationDaemon:
                 nid, next_id = next_id, next_id + 1
             out.append(Notification(nid, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], ts))
         return out[since:]
+
+    def closed_ids(self):
+        """The ids of every CloseNotification call since start(), in order."""
+        return [a[0] for _, _, a in self.calls("CloseNotification")]
+
+    def wait_for_closed(self, notification_id, timeout=10.0):
+        """Wait until a CloseNotification call closed notification_id."""
+        deadline = time.monotonic() + timeout
+        while notification_id not in self.closed_ids():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"notification {notification_id} not closed within "
+                                   f"{timeout} s; closed: {self.closed_ids()}")
+            time.sleep(0.02)
 
     def mark(self):
         """How many notifications there are now: pass it as since= to see only newer ones."""
