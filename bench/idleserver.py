@@ -208,11 +208,12 @@ class Conn:
             if line.upper() == b"DONE":
                 t = time.monotonic()
                 tag = self.idle_tag
+                traced = self.traced()
                 self.stop_idle()
-                self.send(f"{tag} OK Idle completed\r\n")
-                if self.traced():
+                if traced:
                     self.box.trace["done_recv"] = t
                     self.box.trace["idle_ok_sent"] = time.monotonic()
+                self.send(f"{tag} OK Idle completed\r\n")
             return True
         parts = line.split(b" ", 2)
         tag = parts[0].decode(errors="replace")
@@ -293,10 +294,11 @@ class Conn:
                 else:
                     out.append(f"* {seq} FETCH (UID {uid} FLAGS ())\r\n")
         out.append(f"{tag} OK done\r\n")
-        self.send("".join(out))
+        data = "".join(out)
         if self.traced():
             self.box.trace["fetch_recv"] = t
             self.box.trace["fetch_sent"] = time.monotonic()
+        self.send(data)
         return True
 
     async def cmd_FETCH(self, tag, args):

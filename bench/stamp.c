@@ -15,6 +15,14 @@
 
 static char buf[1 << 16];
 
+/* Empty for a batch that spans mailboxes: "-" keeps the record's four fields. */
+static const char *env_or_dash(const char *name)
+{
+	const char *v = getenv(name);
+
+	return v && *v ? v : "-";
+}
+
 int main(int argc, char **argv)
 {
 	struct timespec ts;
@@ -36,8 +44,7 @@ int main(int argc, char **argv)
 			return 1;
 	}
 	n = snprintf(rec, sizeof(rec), "%lld.%09ld %s %s %ld\n", (long long)ts.tv_sec, ts.tv_nsec,
-		     getenv("IMAPIDLED_UID") ? getenv("IMAPIDLED_UID") : "-",
-		     getenv("IMAPIDLED_COUNT") ? getenv("IMAPIDLED_COUNT") : "-", lines);
+		     env_or_dash("IMAPIDLED_UID"), env_or_dash("IMAPIDLED_COUNT"), lines);
 	int fd = open(argv[1], O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
 	if (fd < 0 || write(fd, rec, (size_t)n) != n)
 		return 1;
