@@ -54,7 +54,7 @@ FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/%.c=%)
 FUZZ_REPLAY := $(FUZZ_NAMES:%=$(BUILD)/tests/%-replay)
 
 .PHONY: all check check-unit check-fuzz-corpus check-integration demo fuzz install uninstall \
-	clean deps imapidled
+	clean deps imapidled bench
 .DEFAULT_GOAL := all
 
 all: imapidled
@@ -116,6 +116,12 @@ demo:
 	@scripts/deps
 	@$(MAKE) --no-print-directory imapidled
 	@$(PYTHON) scripts/demo.py
+
+# Benchmarks (bench/README.md): figures, never a gate. ARGS=--quick for the short run.
+bench:
+	@scripts/deps
+	@$(MAKE) --no-print-directory imapidled
+	@$(PYTHON) bench/run $(ARGS)
 
 # libFuzzer: each target runs FUZZ_SECONDS on its corpus (new finds go to build/fuzz/).
 FUZZ_SECONDS ?= 30
