@@ -24,6 +24,7 @@ const char *account_password(const struct account *a);
 
 /* Per watch; see watch.h. */
 void account_probe(struct account *a);
+void account_retry_now(struct account *a);
 void account_stop(struct account *a);
 bool account_is_stopped(const struct account *a);
 void account_set_context(struct account *a, const struct watch_context *ctx);

@@ -24,6 +24,9 @@ struct watch_context {
 	struct gate *gate;         /* caps connection attempts in flight; may be NULL */
 	/* Something a status line would show changed (idle, reconnecting, new mail). */
 	void (*changed)(void *userdata);
+	/* A watch of this account reached IDLE again after a network failure: the server is
+	 * back, so its siblings waiting out the same failure need not wait any longer. */
+	void (*recovered)(void *userdata, const char *account);
 	void *userdata;
 };
 
@@ -47,6 +50,9 @@ usec_t watch_last_mail(const struct watch *w);
  * seconds, and one found dead reconnects at once, without backoff. A watch waiting out a
  * network failure reconnects now. */
 void watch_probe(struct watch *w);
+/* Waiting out a network failure: try now (through the gate). Other waits (a rejected login,
+ * a missing mailbox) keep their schedule. */
+void watch_retry_now(struct watch *w);
 
 /* Leave for good: LOGOUT on a live link, no more reconnects, state written. ctx->changed is
  * called once the link is gone; watch_is_stopped() then says so. watch_free() afterwards

@@ -148,6 +148,12 @@ void account_probe(struct account *a)
 		watch_probe(a->watches[i]);
 }
 
+void account_retry_now(struct account *a)
+{
+	for (size_t i = 0; i < a->n_watches; i++)
+		watch_retry_now(a->watches[i]);
+}
+
 void account_stop(struct account *a)
 {
 	for (size_t i = 0; i < a->n_watches; i++)

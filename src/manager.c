@@ -84,6 +84,17 @@ static struct generation *generation_free(struct generation *g)
 
 static void manager_changed(void *userdata);
 
+/* One mailbox of the account got through again: the others waiting out the same outage go
+ * now (the gate still paces them) instead of sitting out a backoff drawn while it lasted. */
+static void manager_recovered(void *userdata, const char *account)
+{
+	struct manager *m = userdata;
+
+	for (size_t i = 0; i < m->n_accounts; i++)
+		if (streq(account_name(m->accounts[i]), account))
+			account_retry_now(m->accounts[i]);
+}
+
 /* The marker borrows the current accounts' credentials through this, each time a request
  * starts, so a reload is picked up. */
 static int manager_marker_lookup(void *userdata, const char *name, struct marker_account *ret)
@@ -129,6 +140,7 @@ static int generation_new(struct manager *m, struct config *config, struct gener
 		.dispatch = g->dispatch,
 		.gate = m->gate,
 		.changed = manager_changed,
+		.recovered = manager_recovered,
 		.userdata = m,
 	};
 	*ret = g;

@@ -297,8 +297,13 @@ static void on_idle(void *userdata)
 	w->idle = true;
 	w->idle_since = now_usec(CLOCK_BOOTTIME);
 	if (w->last_error) {
+		bool network = w->last_class == BACKOFF_RETRY_NOW ||
+			       w->last_class == BACKOFF_RETRY_LATER;
+
 		log_info("%s: back in IDLE", w->name);
 		w->last_error = mfree(w->last_error);
+		if (network && w->ctx->recovered)
+			w->ctx->recovered(w->ctx->userdata, w->cfg->name);
 	} else {
 		log_info("%s: idle", w->name);
 	}
@@ -535,14 +540,20 @@ void watch_probe(struct watch *w)
 			w->probing = false;
 		return;
 	}
-	/* Waiting out a network failure: the network may be back, try now. A rejected login or
-	 * a missing mailbox is not fixed by a resume, so those keep their schedule. */
-	if (w->retry && (w->last_class == BACKOFF_RETRY_NOW ||
-			 w->last_class == BACKOFF_RETRY_LATER)) {
-		w->retry = sd_event_source_disable_unref(w->retry);
-		log_debug("%s: reconnecting now instead of waiting", w->name);
-		watch_connect(w);
-	}
+	/* The network may be back after a resume or a route change. */
+	watch_retry_now(w);
+}
+
+void watch_retry_now(struct watch *w)
+{
+	/* A rejected login or a missing mailbox is not fixed by the network coming back, so
+	 * those keep their schedule. */
+	if (w->stopping || !w->retry ||
+	    (w->last_class != BACKOFF_RETRY_NOW && w->last_class != BACKOFF_RETRY_LATER))
+		return;
+	w->retry = sd_event_source_disable_unref(w->retry);
+	log_debug("%s: reconnecting now instead of waiting", w->name);
+	watch_connect(w);
 }
 
 void watch_stop(struct watch *w)
