@@ -5,6 +5,7 @@
 #include "log.h"
 #include "sink/exec.h"
 #include "sink/sink.h"
+#include "sink/webhook.h"
 
 /* One submitted event on its way through its sinks. */
 struct ticket {
@@ -170,7 +171,7 @@ void dispatch_forget(struct dispatch *d, void *userdata)
 /* One row per kind of sink; a NULL row is a sink that is configured but not built yet. */
 static const struct sink_ops *const sink_types[] = {
 	[SINK_EXEC] = &sink_exec_ops,
-	[SINK_WEBHOOK] = NULL,
+	[SINK_WEBHOOK] = &sink_webhook_ops,
 	[SINK_DESKTOP] = NULL,
 };
 
