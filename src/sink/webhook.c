@@ -362,7 +362,8 @@ static struct delivery *delivery_free(struct delivery *d)
 	if (!d)
 		return NULL;
 	for (size_t i = 0; i < d->n; i++)
-		d->entries[i]->data = NULL;
+		if (d->entries[i])
+			d->entries[i]->data = NULL;
 	http_request_cancel(d->req);
 	free(d->entries);
 	return mfree(d);
@@ -435,6 +436,7 @@ static void retry_later(struct sink_webhook *s, struct delivery *d,
 					  (usec_t)(wall - en->spooled) * USEC_PER_SEC),
 			  why);
 		entry_drop(s, en);
+		d->entries[i] = NULL;
 	}
 }
 

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -135,6 +136,8 @@ static struct test_server test_server_start(const char *log_path)
 	if (s.pid < 0)
 		abort();
 	if (s.pid == 0) {
+		/* Dies with the test, even when the test aborts. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		ts_serve(lfd, log_path);
 		_exit(0);
 	}
