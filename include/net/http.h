@@ -14,8 +14,8 @@
  *
  * Ownership: a request belongs to the client until its done callback has returned, then it is
  * gone; http_request_cancel() ends it earlier without a callback. The done callback is always
- * called from the loop, never from inside http_post(). It may start and cancel requests, but
- * may not free the client. */
+ * called from the loop, never from inside http_post(). It may start and cancel requests
+ * (cancelling its own is a no-op), but may not free the client. */
 #pragma once
 
 #include <stdbool.h>
