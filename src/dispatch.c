@@ -6,6 +6,7 @@
 #include "sink/desktop.h"
 #include "sink/exec.h"
 #include "sink/sink.h"
+#include "sink/webhook.h"
 
 /* One submitted event on its way through its sinks. */
 struct ticket {
@@ -190,7 +191,7 @@ bool dispatch_is_idle(const struct dispatch *d)
 /* One row per kind of sink; a NULL row is a sink that is configured but not built yet. */
 static const struct sink_ops *const sink_types[] = {
 	[SINK_EXEC] = &sink_exec_ops,
-	[SINK_WEBHOOK] = NULL,
+	[SINK_WEBHOOK] = &sink_webhook_ops,
 	[SINK_DESKTOP] = &sink_desktop_ops,
 };
 

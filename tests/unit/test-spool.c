@@ -1,0 +1,300 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <sys/stat.h>
+
+#include "log.h"
+#include "spool.h"
+
+#define UIDVALIDITY 1700000000u
+#define NOW 1700000123
+
+struct fixture {
+	char root[64];
+	char dir[128];
+	int errors;
+};
+
+static void capture_log(int level, const char *line, void *userdata)
+{
+	struct fixture *f = userdata;
+
+	if (level <= LOG_ERR)
+		f->errors++;
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	assert_non_null(f);
+	snprintf(f->root, sizeof(f->root), "/tmp/test-spool-XXXXXX");
+	assert_non_null(mkdtemp(f->root));
+	snprintf(f->dir, sizeof(f->dir), "%s/state/spool/hook", f->root);
+	log_set_sink(capture_log, f);
+	*state = f;
+	return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	log_set_sink(NULL, NULL);
+	nftw(f->root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	free(f);
+	return 0;
+}
+
+static struct mail_event *new_event(const char *mailbox, uint32_t uid)
+{
+	struct mail_event_input in = {
+		.account = "a",
+		.mailbox = mailbox,
+		.uidvalidity = UIDVALIDITY,
+		.uid = uid,
+		.subject = "hello",
+		.from = { "Alice", "alice@example.com" },
+	};
+	struct mail_event *e = NULL;
+
+	assert_int_equal(mail_event_new_received(&in, &e), 0);
+	return e;
+}
+
+static size_t count_files(const struct fixture *f, const char *sub)
+{
+	char path[192];
+	struct dirent *de;
+	size_t n = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/%s", f->dir, sub);
+	d = opendir(path);
+	assert_non_null(d);
+	while ((de = readdir(d)))
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+static void add(struct spool *s, const char *mailbox, uint32_t uid)
+{
+	struct mail_event *e = new_event(mailbox, uid);
+
+	assert_int_equal(spool_add(s, e, NOW, NULL), 0);
+	mail_event_unref(e);
+}
+
+static void test_add_read_remove(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *s = NULL;
+	struct mail_event *e = new_event("INBOX", 7), *back = NULL;
+	struct spool_entry *en = NULL;
+	char *body = NULL;
+	size_t len;
+
+	assert_int_equal(spool_open(f->dir, 1 << 20, "webhook hook", &s), 0);
+	assert_int_equal(spool_count(s), 0);
+	assert_int_equal(spool_add(s, e, NOW, &en), 0);
+	assert_non_null(en);
+	assert_string_equal(en->id, e->id);
+	assert_true(en->spooled == NOW);
+	assert_int_equal(count_files(f, "new"), 1);
+	assert_int_equal(count_files(f, "tmp"), 0);
+	assert_int_equal(spool_read(s, en, &body, &len), 0);
+	assert_int_equal(len, strlen(body));
+	assert_int_equal(len, en->size);
+	assert_true(spool_bytes(s) == len);
+	assert_int_equal(mail_event_from_json(body, &back), 0);
+	assert_string_equal(back->id, e->id);
+	assert_non_null(strstr(body, "\"timestamp\":\"2023-11-14T22:15:23Z\""));
+	spool_remove(s, en);
+	assert_int_equal(spool_count(s), 0);
+	assert_true(spool_bytes(s) == 0);
+	assert_int_equal(count_files(f, "new"), 0);
+	free(body);
+	mail_event_unref(back);
+	mail_event_unref(e);
+	spool_free(s);
+}
+
+static void test_reload_in_order(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *s = NULL;
+	struct spool_entry *en;
+	uint64_t last = 0;
+	int i = 0;
+
+	assert_int_equal(spool_open(f->dir, 1 << 20, "webhook hook", &s), 0);
+	for (uint32_t uid = 1; uid <= 12; uid++)
+		add(s, uid % 2 ? "INBOX" : "Other", uid);
+	spool_remove(s, spool_first(s)); /* uid 1 delivered */
+	s = spool_free(s);
+
+	assert_int_equal(spool_open(f->dir, 1 << 20, "webhook hook", &s), 0);
+	assert_int_equal(spool_count(s), 11);
+	for (en = spool_first(s); en; en = spool_next(en), i++) {
+		char id[MAIL_EVENT_ID_LEN + 1];
+		uint32_t uid = (uint32_t)i + 2;
+
+		assert_true(en->seq > last);
+		last = en->seq;
+		assert_int_equal(mail_event_id("a", uid % 2 ? "INBOX" : "Other", UIDVALIDITY, uid, id),
+				 0);
+		assert_string_equal(en->id, id);
+		assert_true(en->mailbox_key ==
+			    spool_mailbox_key("a", uid % 2 ? "INBOX" : "Other"));
+		assert_true(en->spooled == NOW);
+	}
+	/* New entries continue after the highest sequence number. */
+	add(s, "INBOX", 100);
+	for (en = spool_first(s); spool_next(en); en = spool_next(en))
+		;
+	assert_true(en->seq == 13);
+	assert_int_equal(f->errors, 0);
+	spool_free(s);
+}
+
+static void write_file(const struct fixture *f, const char *sub, const char *name,
+		       const char *content)
+{
+	char path[320];
+	FILE *s;
+
+	snprintf(path, sizeof(path), "%s/%s/%s", f->dir, sub, name);
+	s = fopen(path, "we");
+	assert_non_null(s);
+	fputs(content, s);
+	assert_int_equal(fclose(s), 0);
+}
+
+static void test_corrupt_and_leftovers(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *s = NULL;
+	char name[128];
+
+	assert_int_equal(spool_open(f->dir, 1 << 20, "webhook hook", &s), 0);
+	add(s, "INBOX", 1);
+	add(s, "INBOX", 2);
+	s = spool_free(s);
+	/* A half-written entry, a truncated one, a stranger, and one whose id lies. */
+	write_file(f, "tmp", "0000000000000003-1700000000-msg_x", "{\"type\"");
+	snprintf(name, sizeof(name), "0000000000000004-1700000000-msg_%032d", 0);
+	write_file(f, "new", name, "{\"type\":\"mail.rec");
+	write_file(f, "new", "README", "hello");
+	{
+		struct mail_event *e = new_event("INBOX", 9);
+		char *json = NULL;
+
+		assert_int_equal(mail_event_to_json(e, NOW, &json), 0);
+		snprintf(name, sizeof(name), "0000000000000005-1700000000-msg_%032d", 1);
+		write_file(f, "new", name, json);
+		free(json);
+		mail_event_unref(e);
+	}
+	assert_int_equal(spool_open(f->dir, 1 << 20, "webhook hook", &s), 0);
+	assert_int_equal(spool_count(s), 2);
+	assert_int_equal(count_files(f, "tmp"), 0);
+	assert_int_equal(count_files(f, "bad"), 3);
+	assert_int_equal(count_files(f, "new"), 2);
+	assert_int_equal(f->errors, 3);
+	spool_free(s);
+}
+
+static void test_cap(void **state)
+{
+	struct fixture *f = *state;
+	struct mail_event *e = new_event("INBOX", 1);
+	struct spool *s = NULL;
+	char *json = NULL;
+	size_t one;
+
+	assert_int_equal(mail_event_to_json(e, NOW, &json), 0);
+	one = strlen(json);
+	assert_int_equal(spool_open(f->dir, 2 * one + 10, "webhook hook", &s), 0);
+	add(s, "INBOX", 1);
+	add(s, "INBOX", 2);
+	mail_event_unref(e);
+	e = new_event("INBOX", 3);
+	assert_int_equal(spool_add(s, e, NOW, NULL), -ENOSPC);
+	assert_int_equal(count_files(f, "new"), 2);
+	assert_int_equal(count_files(f, "tmp"), 0);
+	spool_remove(s, spool_first(s));
+	assert_int_equal(spool_add(s, e, NOW, NULL), 0);
+	s = spool_free(s);
+	/* An entry that could never fit. */
+	assert_int_equal(spool_open(f->dir, 10, "webhook hook", &s), 0);
+	assert_int_equal(spool_add(s, e, NOW, NULL), -EFBIG);
+	free(json);
+	mail_event_unref(e);
+	spool_free(s);
+}
+
+static void test_read_vanished(void **state)
+{
+	struct fixture *f = *state;
+	struct spool *s = NULL;
+	struct spool_entry *en = NULL;
+	struct mail_event *e = new_event("INBOX", 1);
+	char path[640], *body = NULL;
+	size_t len;
+	DIR *d;
+	struct dirent *de;
+
+	assert_int_equal(spool_open(f->dir, 1 << 20, "webhook hook", &s), 0);
+	assert_int_equal(spool_add(s, e, NOW, &en), 0);
+	snprintf(path, sizeof(path), "%s/new", f->dir);
+	d = opendir(path);
+	while ((de = readdir(d)))
+		if (de->d_name[0] != '.') {
+			snprintf(path, sizeof(path), "%s/new/%s", f->dir, de->d_name);
+			break;
+		}
+	closedir(d);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(spool_read(s, en, &body, &len), -ENOENT);
+	spool_remove(s, en);
+	assert_int_equal(spool_count(s), 0);
+	mail_event_unref(e);
+	spool_free(s);
+}
+
+static void test_invalid(void **state)
+{
+	struct spool *s = NULL;
+
+	assert_int_equal(spool_open(NULL, 1, NULL, &s), -EINVAL);
+	assert_int_equal(spool_open("", 1, NULL, &s), -EINVAL);
+	assert_int_equal(spool_open("/proc/version/x", 1, NULL, &s) < 0, 1);
+	assert_null(spool_free(NULL));
+	assert_int_equal(spool_count(NULL), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_add_read_remove, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reload_in_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_corrupt_and_leftovers, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_vanished, setup, teardown),
+		cmocka_unit_test(test_invalid),
+	};
+
+	return cmocka_run_group_tests_name("spool", tests, NULL, NULL);
+}
