@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "log.h"
+#include "fsutil.h"
 
 #define SEQ_DIGITS 16
 #define SEQ_MAX 9999999999999999ULL
@@ -83,54 +84,6 @@ uint64_t spool_mailbox_key(const char *account, const char *mailbox)
 
 /* ---- Directories -------------------------------------------------------------------------- */
 
-static int fsync_dir_of(const char *path)
-{
-	_cleanup_free_ char *parent = strdup(path);
-	_cleanup_close_ int fd = -1;
-	char *slash;
-
-	if (!parent)
-		return -ENOMEM;
-	slash = strrchr(parent, '/');
-	if (!slash)
-		strcpy(parent, ".");
-	else if (slash == parent)
-		slash[1] = '\0';
-	else
-		*slash = '\0';
-	fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || fsync(fd) < 0)
-		return -errno;
-	return 0;
-}
-
-static int mkdir_p(const char *path)
-{
-	_cleanup_free_ char *p = strdup(path);
-	int r;
-
-	if (!p)
-		return -ENOMEM;
-	for (char *s = p + 1;; s++) {
-		char saved;
-
-		if (*s != '/' && *s != '\0')
-			continue;
-		saved = *s;
-		*s = '\0';
-		if (mkdir(p, 0700) == 0) {
-			r = fsync_dir_of(p); /* a new directory must survive a power cut too */
-			if (r < 0)
-				return r;
-		} else if (errno != EEXIST) {
-			return -errno;
-		}
-		*s = saved;
-		if (!saved)
-			return 0;
-	}
-}
-
 static int open_subdir(struct spool *s, const char *sub, int *ret)
 {
 	_cleanup_free_ char *path = NULL;
@@ -138,7 +91,7 @@ static int open_subdir(struct spool *s, const char *sub, int *ret)
 
 	if (asprintf(&path, "%s/%s", s->dir, sub) < 0)
 		return -ENOMEM;
-	r = mkdir_p(path);
+	r = fs_mkdir_p(path, 0700);
 	if (r < 0)
 		return r;
 	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -389,21 +342,6 @@ struct spool *spool_free(struct spool *s)
 	return mfree(s);
 }
 
-static int write_all(int fd, const char *buf, size_t n)
-{
-	while (n > 0) {
-		ssize_t k = write(fd, buf, n);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0)
-			return -errno;
-		buf += k;
-		n -= (size_t)k;
-	}
-	return 0;
-}
-
 /* tmp/NAME, fsync, rename to new/NAME, fsync new/. */
 static int write_entry(struct spool *s, const char *name, const char *json, size_t len)
 {
@@ -413,7 +351,7 @@ static int write_entry(struct spool *s, const char *name, const char *json, size
 	fd = openat(s->tmp_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return -errno;
-	r = write_all(fd, json, len);
+	r = fs_write_all(fd, json, len);
 	if (r == 0 && fsync(fd) < 0)
 		r = -errno;
 	if (close(TAKE_FD(fd)) < 0 && r == 0)

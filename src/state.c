@@ -1,5 +1,6 @@
 #include "state.h"
 #include "hash.h"
+#include "fsutil.h"
 
 #include <fcntl.h>
 #include <inttypes.h>
@@ -235,71 +236,6 @@ int state_load(const char *state_dir, const char *account, const char *mailbox,
 	return 0;
 }
 
-/* A directory we just created must be made durable in its parent too, or a power cut could
- * take it, and the first state file in it, away after state_save() reported success. */
-static int fsync_parent(const char *path)
-{
-	_cleanup_free_ char *parent = strdup(path);
-	_cleanup_close_ int fd = -1;
-	char *slash;
-
-	if (!parent)
-		return -ENOMEM;
-	slash = strrchr(parent, '/');
-	if (!slash)
-		strcpy(parent, ".");
-	else if (slash == parent)
-		slash[1] = '\0';
-	else
-		*slash = '\0';
-	fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || fsync(fd) < 0)
-		return -errno;
-	return 0;
-}
-
-/* mkdir -p; components we create get mode (the state holds mail metadata: 0700). */
-static int mkdir_p(const char *path, mode_t mode)
-{
-	_cleanup_free_ char *p = strdup(path);
-	int r;
-
-	if (!p)
-		return -ENOMEM;
-	for (char *s = p + 1;; s++) {
-		if (*s != '/' && *s != '\0')
-			continue;
-		char saved = *s;
-
-		*s = '\0';
-		if (mkdir(p, mode) == 0) {
-			r = fsync_parent(p);
-			if (r < 0)
-				return r;
-		} else if (errno != EEXIST) {
-			return -errno;
-		}
-		*s = saved;
-		if (!saved)
-			return 0;
-	}
-}
-
-static int write_all(int fd, const char *buf, size_t n)
-{
-	while (n > 0) {
-		ssize_t k = write(fd, buf, n);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0)
-			return -errno;
-		buf += k;
-		n -= (size_t)k;
-	}
-	return 0;
-}
-
 static int format_state(const struct mailbox_state *s, char *buf, size_t size)
 {
 	int n;
@@ -332,7 +268,7 @@ static int write_atomic(const char *dir, const char *path, const char *content, 
 	fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	r = write_all(fd, content, n);
+	r = fs_write_all(fd, content, n);
 	if (r == 0 && sync && fsync(fd) < 0)
 		r = -errno;
 	/* close() can report a delayed write error (NFS); it must not be lost. */
@@ -368,7 +304,7 @@ static int state_save_full(const char *state_dir, const char *account, const cha
 	n = format_state(s, buf, sizeof(buf));
 	if (n < 0)
 		return n;
-	r = mkdir_p(dir, 0700);
+	r = fs_mkdir_p(dir, 0700);
 	if (r < 0)
 		return r;
 	return write_atomic(dir, path, buf, (size_t)n, sync);
