@@ -920,8 +920,9 @@ static int add_sources(struct sink_webhook *s)
 
 	r = sd_event_add_defer(s->event, &s->defer, on_defer, s);
 	if (r >= 0)
-		r = sd_event_add_time(s->event, &s->retry_timer, CLOCK_BOOTTIME, USEC_INFINITY, 0,
-				      on_timer, s);
+		/* 1 ms: the timer also releases held events "now" (0 means 250 ms of slack). */
+		r = sd_event_add_time(s->event, &s->retry_timer, CLOCK_BOOTTIME, USEC_INFINITY,
+				      USEC_PER_MSEC, on_timer, s);
 	if (r >= 0)
 		r = sd_event_add_time(s->event, &s->spool_timer, CLOCK_BOOTTIME, USEC_INFINITY, 0,
 				      on_timer, s);
