@@ -15,11 +15,14 @@ PKG_CONFIG ?= pkg-config
 PYTHON ?= /usr/bin/python3
 PKGS := openssl libcurl libsystemd libcares inih jansson
 
-# Unit directories from systemd's own pkg-config file, rebased onto PREFIX.
-SYSTEMD_USER_UNITDIR ?= $(shell $(PKG_CONFIG) --define-variable=prefix=$(PREFIX) \
-	--variable=systemduserunitdir systemd 2>/dev/null || echo $(PREFIX)/lib/systemd/user)
-SYSTEMD_SYSTEM_UNITDIR ?= $(shell $(PKG_CONFIG) --define-variable=prefix=$(PREFIX) \
-	--variable=systemdsystemunitdir systemd 2>/dev/null || echo $(PREFIX)/lib/systemd/system)
+# Unit directories from systemd's own pkg-config file, rebased onto PREFIX. Debian derives the
+# system unit directory from an empty root prefix (/lib/systemd/system), so that is rebased
+# too: PREFIX=/usr/local installs into /usr/local/lib/systemd/{system,user}.
+SYSTEMD_PC = $(PKG_CONFIG) --define-variable=prefix=$(PREFIX) --define-variable=rootprefix=$(PREFIX)
+SYSTEMD_USER_UNITDIR ?= $(shell $(SYSTEMD_PC) --variable=systemduserunitdir systemd 2>/dev/null \
+	|| echo $(PREFIX)/lib/systemd/user)
+SYSTEMD_SYSTEM_UNITDIR ?= $(shell $(SYSTEMD_PC) --variable=systemdsystemunitdir systemd \
+	2>/dev/null || echo $(PREFIX)/lib/systemd/system)
 
 CFLAGS ?= -O2 -g
 WARNINGS := -Wall -Wextra -Wno-unused-parameter -Wmissing-prototypes -Wstrict-prototypes \

@@ -20,12 +20,10 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="no make")
 
 
 def unit_dir(kind):
-    """Where the Makefile puts units: systemd's pkg-config variable rebased onto PREFIX."""
-    r = subprocess.run(["pkg-config", f"--define-variable=prefix={PREFIX}",
-                        f"--variable=systemd{kind}unitdir", "systemd"],
-                       capture_output=True, text=True)
-    return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else \
-        f"{PREFIX}/lib/systemd/{kind}"
+    """Where units belong: under PREFIX, both kinds (systemd searches /usr/local/lib/systemd
+    and /usr/lib/systemd). Not computed like the Makefile does, or a wrong computation (the
+    system unit once went to Debian's own /lib/systemd/system) would pass unnoticed."""
+    return f"{PREFIX}/lib/systemd/{kind}"
 
 
 def make(target, destdir):
