@@ -418,7 +418,8 @@ def show_desktop(desktop):
         detail(f"    hints {json.dumps(hints, ensure_ascii=False)}, actions {actions}, "
                f"expire_timeout {expire} ms")
     if desktop.real:
-        detail("These popups are on your screen now (they expire after 10 s).")
+        detail("These popups are on your screen now (they ask to expire after 10 s; some servers "
+               "keep them in a list).")
     return got
 
 
@@ -488,7 +489,9 @@ def main():
     if desktop.real and popups is None:
         print(f"  desktop sink: sent to your desktop's {desktop.server} (not observed)")
     elif desktop.real:
-        print(f"  desktop sink: {len(popups)} popups shown by your desktop's {desktop.server}")
+        ids = ", ".join(str(p[0]) for p in popups)
+        print(f"  desktop sink: {len(popups)} popups sent to your desktop's {desktop.server}, "
+              f"which accepted each (ids {ids})")
     else:
         print(f"  desktop sink: {len(popups)} Notify calls recorded by the stand-in "
               "notification server (no desktop session found, so no popup)")
