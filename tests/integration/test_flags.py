@@ -4,9 +4,9 @@ flag changes and VANISHED for expunges; without it (a Dovecot told not to advert
 it ENABLEs CONDSTORE and maps EXPUNGE's sequence numbers through the messages it reported.
 
 What the watcher learned is read from its debug log ("a/INBOX: UID 5 is now \\Seen",
-"a/INBOX: UID 5 expunged"), so these tests need no sink. What a sink does with it is tested
-with the sink: the desktop sink closes the popup of a message read or deleted elsewhere
-(test_desktop.py, test_read_elsewhere_closes_the_popup).
+"a/INBOX: UID 5 expunged"). What a sink does with it is tested with that sink: the desktop
+sink closes the popup of a message read or deleted elsewhere (test_desktop.py,
+test_read_elsewhere_closes_the_popup).
 """
 import re
 
