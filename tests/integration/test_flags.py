@@ -3,8 +3,10 @@ deletes it (expunge). With QRESYNC (Dovecot offers it) the watcher ENABLEs it an
 flag changes and VANISHED for expunges; without it (a Dovecot told not to advertise QRESYNC)
 it ENABLEs CONDSTORE and maps EXPUNGE's sequence numbers through the messages it reported.
 
-Until the desktop sink closes popups, what the watcher learned is read from its debug log
-("a/INBOX: UID 5 is now \\Seen", "a/INBOX: UID 5 expunged").
+What the watcher learned is read from its debug log ("a/INBOX: UID 5 is now \\Seen",
+"a/INBOX: UID 5 expunged"). What a sink does with it is tested with that sink: the desktop
+sink closes the popup of a message read or deleted elsewhere (test_desktop.py,
+test_read_elsewhere_closes_the_popup).
 """
 import re
 
