@@ -378,11 +378,14 @@ async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cert")
     ap.add_argument("--key")
+    ap.add_argument("--tls12", action="store_true", help="offer TLS 1.2 only")
     a = ap.parse_args()
     ctx = None
     if a.cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(a.cert, a.key)
+        if a.tls12:
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     srv = Server(ctx)
     await srv.listen()
     ctl = await asyncio.start_server(lambda r, w: control(srv, r, w), "127.0.0.1", 0)

@@ -1167,6 +1167,7 @@ static int on_continuation(struct imap_session *s, const struct imap_response *r
 
 	if (s->state == S_IDLE_START) {
 		set_state(s, S_IDLING);
+		imap_cmd_done(&s->cmd); /* sent in full; an idle session holds no buffer */
 		s->deadline = now + s->p.idle_refresh;
 		if (s->ops->idle)
 			s->ops->idle(s->userdata);

@@ -267,6 +267,11 @@ static SSL_CTX *tls_ctx_new(const char *ca_file, char **ret_why)
 	 * from a queue that moved or grew in the meantime. */
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
 				  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* Nothing here ever resumes a session (no SSL_set_session), so a TLS 1.2 ticket and a
+	 * cached session copy would only be memory every idle connection keeps. A TLS 1.3 server
+	 * still sends its tickets: OpenSSL 3.0 has no client switch against them. */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	ERR_clear_error();
 	if (ca_file)
