@@ -18,6 +18,12 @@
 /* A session that stayed idle this long was healthy: its failure starts a fresh schedule. */
 #define HEALTHY_AFTER (60 * USEC_PER_SEC)
 
+/* Most outages are short (a server restart, a flaky link): for the first minute of one, a
+ * network failure is retried within a few seconds, so a mailbox is back soon after the
+ * server is; the backoff keeps counting, and its long waits take over after that. */
+#define EARLY_OUTAGE (60 * USEC_PER_SEC)
+#define EARLY_RETRY_MAX (5 * USEC_PER_SEC)
+
 /* How long a changed state may wait before it is written (see state_advance). */
 #define STATE_FLUSH_DELAY (1 * USEC_PER_SEC)
 /* oauth_token_command gets this long; it may have to refresh the token over the network. */
@@ -52,6 +58,7 @@ struct watch {
 
 	bool idle;
 	usec_t idle_since;
+	usec_t outage_since; /* first failure since the last IDLE; 0 while healthy */
 	char *last_error; /* logged once; repeats go to debug */
 	enum backoff_class last_class; /* of the failure behind last_error */
 	usec_t last_mail;              /* CLOCK_REALTIME of the last event, 0: none yet */
@@ -296,6 +303,7 @@ static void on_idle(void *userdata)
 	gate_leave(w->ctx->gate, &w->slot);
 	w->idle = true;
 	w->idle_since = now_usec(CLOCK_BOOTTIME);
+	w->outage_since = 0;
 	if (w->last_error) {
 		bool network = w->last_class == BACKOFF_RETRY_NOW ||
 			       w->last_class == BACKOFF_RETRY_LATER;
@@ -357,14 +365,19 @@ static void schedule_retry(struct watch *w, usec_t delay)
 /* Log a failed attempt (once; repeats of the same reason at debug) and schedule the next. */
 static void retry_after_failure(struct watch *w, enum backoff_class c, const char *why)
 {
-	usec_t delay = backoff_next(&w->backoff, c);
+	usec_t delay = backoff_next(&w->backoff, c), now = now_usec(CLOCK_BOOTTIME);
+	bool network = c == BACKOFF_RETRY_NOW || c == BACKOFF_RETRY_LATER;
 	char buf[32];
 	bool repeat;
 
 	gate_leave(w->ctx->gate, &w->slot);
+	if (!w->outage_since)
+		w->outage_since = now;
+	if (network && now - w->outage_since < EARLY_OUTAGE)
+		delay = MIN(delay, EARLY_RETRY_MAX);
 	/* The link was found dead by a probe after a resume or a network change: the network
 	 * is back, so waiting would only add to the gap (a failure from here on backs off). */
-	if (w->probing && (c == BACKOFF_RETRY_NOW || c == BACKOFF_RETRY_LATER))
+	if (w->probing && network)
 		delay = 0;
 	w->probing = false;
 	w->last_class = c;
