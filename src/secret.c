@@ -227,7 +227,7 @@ static int spawn_command(char *const *argv, pid_t *ret_pid, int *ret_fd)
 	/* The read end stays blocking: this runs at start-up and reads with poll(). */
 	if (pipe2(fds, O_CLOEXEC) < 0)
 		return -errno;
-	r = child_spawn(argv, environ, (const int[]){ -1, fds[1], STDERR_FILENO }, ret_pid);
+	r = child_spawn(argv, environ, (const int[]){ -1, fds[1], STDERR_FILENO }, 0, ret_pid);
 	close(fds[1]);
 	if (r < 0) {
 		close(fds[0]);

@@ -14,7 +14,14 @@
  * blocking, as programs expect of their stdio. */
 int child_pipe_new(int ret[2], int ours);
 
+enum child_flags {
+	/* A session of its own instead of a process group: a program the user started (the
+	 * mail client behind on_click) that the daemon never stops, nor its terminal. */
+	CHILD_NEW_SESSION = 1 << 0,
+};
+
 /* posix_spawnp() argv with envp; fds[i] becomes the child's descriptor i (-1: /dev/null; a
  * descriptor equal to i is inherited as is), everything else is closed. Returns the spawn
  * error (ENOENT, EACCES, ...: glibc reports a failed execve() here) as a negative errno. */
-int child_spawn(char *const *argv, char *const *envp, const int fds[3], pid_t *ret_pid);
+int child_spawn(char *const *argv, char *const *envp, const int fds[3], unsigned flags,
+		pid_t *ret_pid);

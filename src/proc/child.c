@@ -39,7 +39,7 @@ int child_pipe_new(int ret[2], int ours)
 	return 0;
 }
 
-static int attr_init(posix_spawnattr_t *attr)
+static int attr_init(posix_spawnattr_t *attr, unsigned flags)
 {
 	sigset_t none, all;
 	int r;
@@ -52,12 +52,13 @@ static int attr_init(posix_spawnattr_t *attr)
 	if (r != 0)
 		return -r;
 	r = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
-						   POSIX_SPAWN_SETPGROUP);
+						   (flags & CHILD_NEW_SESSION ? POSIX_SPAWN_SETSID
+									      : POSIX_SPAWN_SETPGROUP));
 	if (r == 0)
 		r = posix_spawnattr_setsigmask(attr, &none);
 	if (r == 0)
 		r = posix_spawnattr_setsigdefault(attr, &all);
-	if (r == 0)
+	if (r == 0 && !(flags & CHILD_NEW_SESSION))
 		r = posix_spawnattr_setpgroup(attr, 0);
 	if (r != 0) {
 		posix_spawnattr_destroy(attr);
@@ -89,7 +90,8 @@ static int actions_init(posix_spawn_file_actions_t *fa, const int fds[3])
 	return 0;
 }
 
-int child_spawn(char *const *argv, char *const *envp, const int fds[3], pid_t *ret_pid)
+int child_spawn(char *const *argv, char *const *envp, const int fds[3], unsigned flags,
+		pid_t *ret_pid)
 {
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
@@ -99,7 +101,7 @@ int child_spawn(char *const *argv, char *const *envp, const int fds[3], pid_t *r
 	r = actions_init(&fa, fds);
 	if (r < 0)
 		return r;
-	r = attr_init(&attr);
+	r = attr_init(&attr, flags);
 	if (r < 0) {
 		posix_spawn_file_actions_destroy(&fa);
 		return r;

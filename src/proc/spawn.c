@@ -363,7 +363,7 @@ static int job_start(struct spawn_job *j, char *const *argv)
 	if (r < 0)
 		return r;
 	j->err.fd = p[0], err_w = p[1];
-	r = child_spawn(argv, environ, (const int[]){ -1, out_w, err_w }, &pid);
+	r = child_spawn(argv, environ, (const int[]){ -1, out_w, err_w }, 0, &pid);
 	if (r < 0) {
 		j->spawn_error = r;
 		return sd_event_add_defer(j->event, &j->defer_source, on_spawn_failed, j);

@@ -3,13 +3,13 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <sys/wait.h>
 
 #include <systemd/sd-bus.h>
 
 #include "log.h"
+#include "proc/child.h"
 
 extern char **environ;
 
@@ -753,71 +753,12 @@ static int click_env(const struct popup *p, char ***ret)
 	return 0;
 }
 
-static int spawn_attr_init(posix_spawnattr_t *attr)
-{
-	sigset_t none, all;
-	int r;
-
-	/* The daemon blocks signals for sd-event and ignores SIGPIPE; a mail client must start
-	 * with neither. Its own session: it is not ours to stop, nor our terminal's. */
-	sigemptyset(&none);
-	sigfillset(&all);
-	sigdelset(&all, SIGKILL);
-	sigdelset(&all, SIGSTOP);
-	r = posix_spawnattr_init(attr);
-	if (r != 0)
-		return -r;
-	r = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
-						   POSIX_SPAWN_SETSID);
-	if (r == 0)
-		r = posix_spawnattr_setsigmask(attr, &none);
-	if (r == 0)
-		r = posix_spawnattr_setsigdefault(attr, &all);
-	if (r != 0) {
-		posix_spawnattr_destroy(attr);
-		return -r;
-	}
-	return 0;
-}
-
-static int spawn_actions_init(posix_spawn_file_actions_t *fa)
-{
-	int r = posix_spawn_file_actions_init(fa);
-
-	if (r != 0)
-		return -r;
-	r = posix_spawn_file_actions_addopen(fa, 0, "/dev/null", O_RDONLY, 0);
-	if (r == 0)
-		r = posix_spawn_file_actions_addopen(fa, 1, "/dev/null", O_WRONLY, 0);
-	if (r == 0)
-		r = posix_spawn_file_actions_addclosefrom_np(fa, 3);
-	if (r != 0) {
-		posix_spawn_file_actions_destroy(fa);
-		return -r;
-	}
-	return 0;
-}
-
-/* Not exec.c's spawn: that one wires three pipes into a process group it will time out;
- * a mail client gets /dev/null and a session of its own, and is never killed. */
+/* A mail client gets /dev/null, the daemon's stderr, and a session of its own: it is never
+ * killed, unlike an exec sink's command. */
 static int spawn_detached(char *const *argv, char *const *envp, pid_t *ret_pid)
 {
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
-	int r;
-
-	r = spawn_actions_init(&fa);
-	if (r < 0)
-		return r;
-	r = spawn_attr_init(&attr);
-	if (r < 0) {
-		posix_spawn_file_actions_destroy(&fa);
-		return r;
-	}
-	r = posix_spawnp(ret_pid, argv[0], &fa, &attr, argv, envp);
-	posix_spawnattr_destroy(&attr);
-	posix_spawn_file_actions_destroy(&fa);
-	return -r;
+	return child_spawn(argv, envp, (const int[]){ -1, -1, STDERR_FILENO }, CHILD_NEW_SESSION,
+			   ret_pid);
 }
 
 /* The loop owns the source (floating); it lets go once the child is reaped. */

@@ -456,7 +456,7 @@ static int child_start(struct sink_exec *s, char **argv)
 	r = envp_new(s->run_env, &envp);
 	if (r < 0)
 		return r;
-	r = child_spawn(argv, envp, (const int[]){ in_r, out_w, err_w }, &pid);
+	r = child_spawn(argv, envp, (const int[]){ in_r, out_w, err_w }, 0, &pid);
 	if (r < 0)
 		return r;
 	r = child_setup(s, pid, TAKE_FD(in_w), TAKE_FD(out_r), TAKE_FD(err_r));
