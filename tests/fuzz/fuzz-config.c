@@ -75,6 +75,9 @@ static void check_account(const struct config *c, const struct config_account *a
 	CHECK(a->mailboxes && a->mailboxes[0]);
 	if (a->auth == AUTH_XOAUTH2 || a->auth == AUTH_OAUTHBEARER)
 		CHECK(a->oauth_token_command && a->oauth_token_command[0]);
+	else if (a->auth == AUTH_AUTO)
+		/* auto logs in with OAuth when a token command is the only secret */
+		CHECK(a->password.kind != SECRET_NONE || a->oauth_token_command);
 	else
 		CHECK(a->password.kind != SECRET_NONE);
 	CHECK(a->password.kind == SECRET_NONE || a->password.key);
@@ -93,6 +96,22 @@ static void check_account(const struct config *c, const struct config_account *a
 	CHECK(config_account_equal(a, a));
 }
 
+/* A [mailbox ACCOUNT/MAILBOX] section names a watched mailbox and sinks that exist. */
+static void check_mailbox_section(const struct config *c, const struct config_mailbox *m)
+{
+	const struct config_account *a = config_find_account(c, m->account);
+	const struct sink_ref *sinks;
+	size_t n;
+
+	CHECK(a && m->mailbox && m->mailbox[0] && m->n_sinks > 0);
+	CHECK(config_mailbox_sinks(c, m->account, m->mailbox, &sinks, &n));
+	CHECK(sinks == m->sinks && n == m->n_sinks);
+	for (size_t i = 0; i < n; i++)
+		CHECK(sinks[i].type == SINK_DESKTOP ||
+		      (sinks[i].type == SINK_WEBHOOK && config_find_webhook(c, sinks[i].name)) ||
+		      (sinks[i].type == SINK_EXEC && config_find_exec(c, sinks[i].name)));
+}
+
 static void check_config(const struct config *c)
 {
 	CHECK(c->path && strcmp(c->path, path) == 0);
@@ -101,6 +120,8 @@ static void check_config(const struct config *c)
 	CHECK(c->n_accounts > 0);
 	for (size_t i = 0; i < c->n_accounts; i++)
 		check_account(c, &c->accounts[i]);
+	for (size_t i = 0; i < c->n_mailboxes; i++)
+		check_mailbox_section(c, &c->mailboxes[i]);
 	for (size_t i = 0; i < c->n_webhooks; i++) {
 		const struct config_webhook *w = &c->webhooks[i];
 
