@@ -14,3 +14,8 @@ int fs_mkdir_p(const char *path, mode_t mode);
 
 /* write() all of buf, across short writes and EINTR. */
 int fs_write_all(int fd, const void *buf, size_t n);
+
+/* read() until end of file or max bytes, across short reads and EINTR; *ret_len gets how
+ * many were read. A file longer than max is not an error here: the caller, who knows what
+ * too long means, checks *ret_len. */
+int fs_read_all(int fd, void *buf, size_t max, size_t *ret_len);

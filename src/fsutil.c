@@ -52,6 +52,26 @@ int fs_mkdir_p(const char *path, mode_t mode)
 	}
 }
 
+int fs_read_all(int fd, void *buf, size_t max, size_t *ret_len)
+{
+	char *p = buf;
+	size_t n = 0;
+
+	while (n < max) {
+		ssize_t k = read(fd, p + n, max - n);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return -errno;
+		if (k == 0)
+			break;
+		n += (size_t)k;
+	}
+	*ret_len = n;
+	return 0;
+}
+
 int fs_write_all(int fd, const void *buf, size_t n)
 {
 	const char *p = buf;

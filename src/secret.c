@@ -17,6 +17,7 @@
 
 #include "log.h"
 #include "proc/child.h"
+#include "fsutil.h"
 
 #define SECRET_MAX (64 * 1024)
 #define BUF_SIZE (SECRET_MAX + 1) /* one more byte tells "too long" from "just fits" */
@@ -119,26 +120,6 @@ static int first_line(const char *data, size_t len, char **ret)
 	return 0;
 }
 
-/* Read up to BUF_SIZE bytes, until end of file. */
-static int read_fd(int fd, char *data, size_t *ret_len)
-{
-	size_t len = 0;
-
-	while (len < BUF_SIZE) {
-		ssize_t n = read(fd, data + len, BUF_SIZE - len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
-	*ret_len = len;
-	return 0;
-}
-
 bool secret_check_file_mode(const char *path, const char *where)
 {
 	struct stat st;
@@ -192,7 +173,7 @@ static int fetch_file(struct fetch *f, const char *path_in, bool check_mode, cha
 	data = malloc(BUF_SIZE);
 	if (!data)
 		return -ENOMEM;
-	r = read_fd(fd, data, &len);
+	r = fs_read_all(fd, data, BUF_SIZE, &len);
 	if (r < 0)
 		return fetch_fail(f, r, "cannot read %s: %s", what, strerror(-r));
 	r = first_line(data, len, ret);

@@ -136,7 +136,8 @@ static int read_file_at(int dirfd, const char *name, size_t max, char **ret, siz
 	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
 	_cleanup_free_ char *buf = NULL;
 	struct stat st;
-	size_t n = 0;
+	size_t n;
+	int r;
 
 	if (fd < 0)
 		return -errno;
@@ -149,17 +150,9 @@ static int read_file_at(int dirfd, const char *name, size_t max, char **ret, siz
 	buf = malloc((size_t)st.st_size + 1);
 	if (!buf)
 		return -ENOMEM;
-	while (n < (size_t)st.st_size) {
-		ssize_t k = read(fd, buf + n, (size_t)st.st_size - n);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0)
-			return -errno;
-		if (k == 0)
-			break;
-		n += (size_t)k;
-	}
+	r = fs_read_all(fd, buf, (size_t)st.st_size, &n);
+	if (r < 0)
+		return r;
 	buf[n] = '\0';
 	*ret = TAKE_PTR(buf);
 	*ret_len = n;

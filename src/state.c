@@ -183,19 +183,11 @@ static int state_parse(const char *buf, struct mailbox_state *ret)
 /* Reads the whole file into buf (NUL-terminated); a file longer than size - 2 is corrupt. */
 static int read_bounded(int fd, char *buf, size_t size)
 {
-	size_t n = 0;
+	size_t n;
+	int r = fs_read_all(fd, buf, size - 1, &n);
 
-	while (n < size - 1) {
-		ssize_t k = read(fd, buf + n, size - 1 - n);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0)
-			return -errno;
-		if (k == 0)
-			break;
-		n += (size_t)k;
-	}
+	if (r < 0)
+		return r;
 	if (n > size - 2 || memchr(buf, '\0', n))
 		return -EBADMSG;
 	buf[n] = '\0';
