@@ -584,7 +584,8 @@ static void tls_round_trip(const char *host, X509 *cert, int max_proto, const ch
 
 static void test_tls_round_trip(void **state)
 {
-	tls_round_trip("localhost", pki.good, 0, "TLSv1.3 ");
+	/* The client's suite order wins against a server without a preference of its own. */
+	tls_round_trip("localhost", pki.good, 0, "TLSv1.3 TLS_CHACHA20_POLY1305_SHA256");
 }
 
 static void test_tls12_round_trip(void **state)
