@@ -84,10 +84,18 @@ $(BUILD)/imapidled: $(BUILD)/src/main.o $(BUILD)/libimapidled.a
 imapidled: $(BUILD)/imapidled
 	@cmp -s $< $@ || cp $< $@
 
-# Unit tests: cmocka, one binary per module, linked against the library.
-$(BUILD)/tests/test-%: tests/unit/test-%.c $(BUILD)/libimapidled.a $(BUILD)/.flags
+# Unit tests: cmocka, one binary per module, linked against the library and the helpers the
+# tests share (tests/unit/helpers.h), which are no test themselves.
+CMOCKA_CFLAGS = $(shell $(PKG_CONFIG) --cflags cmocka)
+UNIT_HELPERS := $(BUILD)/tests/unit/helpers.o
+
+$(UNIT_HELPERS): tests/unit/helpers.c $(BUILD)/.flags
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Itests/unit $(shell $(PKG_CONFIG) --cflags cmocka) -o $@ $< \
+	$(CC) $(ALL_CFLAGS) -Itests/unit $(CMOCKA_CFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/test-%: tests/unit/test-%.c $(UNIT_HELPERS) $(BUILD)/libimapidled.a $(BUILD)/.flags
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Itests/unit $(CMOCKA_CFLAGS) -o $@ $< $(UNIT_HELPERS) \
 		$(BUILD)/libimapidled.a $(ALL_LDFLAGS) $(DEP_LIBS) $(shell $(PKG_CONFIG) --libs cmocka)
 
 # Fuzz targets also build without libFuzzer, as a replay of their corpus (part of check).

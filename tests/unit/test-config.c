@@ -6,34 +6,22 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "helpers.h"
 #include "log.h"
 
-static char tmpdir[] = "/tmp/test-config-XXXXXX";
+static char tmpdir[64];
 static char config_path[256];
 
 static int group_setup(void **state)
 {
-	if (!mkdtemp(tmpdir))
-		return -1;
+	tmpdir_make(tmpdir, sizeof(tmpdir), "config");
 	snprintf(config_path, sizeof(config_path), "%s/config", tmpdir);
 	return 0;
 }
 
 static int group_teardown(void **state)
 {
-	char cmd[300];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-	return system(cmd) == 0 ? 0 : -1;
-}
-
-static void write_file(const char *path, const char *text)
-{
-	FILE *f = fopen(path, "we");
-
-	assert_non_null(f);
-	fputs(text, f);
-	assert_int_equal(fclose(f), 0);
+	return tmpdir_remove(tmpdir) == 0 ? 0 : -1;
 }
 
 static struct config *parse_ok(const char *text)
@@ -42,7 +30,7 @@ static struct config *parse_ok(const char *text)
 	char *error = NULL;
 	int r;
 
-	write_file(config_path, text);
+	file_write_text(config_path, text);
 	r = config_parse(config_path, &c, &error);
 	if (r < 0)
 		fail_msg("expected a good config, got: %s", strna(error));
@@ -57,7 +45,7 @@ static char *parse_error(const char *text)
 	char *error = NULL;
 	size_t len = strlen(tmpdir);
 
-	write_file(config_path, text);
+	file_write_text(config_path, text);
 	assert_true(config_parse(config_path, &c, &error) < 0);
 	assert_null(c);
 	assert_non_null(error);
@@ -724,7 +712,7 @@ static void test_find(void **state)
 	assert_int_equal(mkdir(xdg, 0700), 0);
 	assert_int_equal(mkdir(expect, 0700), 0);
 	snprintf(expect, sizeof(expect), "%s/imapidled/config", xdg);
-	write_file(expect, "");
+	file_write_text(expect, "");
 	assert_int_equal(config_find(NULL, &path, &tried), 0);
 	assert_string_equal(path, expect);
 	path = mfree(path);
@@ -745,7 +733,7 @@ static void test_find(void **state)
 	snprintf(expect, sizeof(expect), "%s/.config/imapidled", tmpdir);
 	assert_int_equal(mkdir(expect, 0700), 0);
 	snprintf(expect, sizeof(expect), "%s/.config/imapidled/config", tmpdir);
-	write_file(expect, "");
+	file_write_text(expect, "");
 	assert_int_equal(config_find(NULL, &path, NULL), 0);
 	assert_string_equal(path, expect);
 	free(path);

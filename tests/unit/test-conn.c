@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "helpers.h"
 #include "log.h"
 #include "net/conn.h"
 
@@ -81,8 +82,7 @@ static int pki_setup(void **state)
 	unsigned len = 0;
 	FILE *f;
 
-	snprintf(pki.dir, sizeof(pki.dir), "/tmp/test-conn-XXXXXX");
-	assert_non_null(mkdtemp(pki.dir));
+	tmpdir_make(pki.dir, sizeof(pki.dir), "conn");
 	snprintf(pki.ca_file, sizeof(pki.ca_file), "%s/ca.pem", pki.dir);
 
 	pki.ca_key = EVP_EC_gen("P-256");
@@ -106,8 +106,7 @@ static int pki_setup(void **state)
 
 static int pki_teardown(void **state)
 {
-	unlink(pki.ca_file);
-	rmdir(pki.dir);
+	tmpdir_remove(pki.dir);
 	X509_free(pki.ca);
 	X509_free(pki.good);
 	X509_free(pki.other);
@@ -461,20 +460,12 @@ static void env_done(struct env *env)
 
 static bool wait_for(struct env *env, const bool *flag)
 {
-	usec_t start = now_usec(CLOCK_MONOTONIC);
-
-	while (!*flag && now_usec(CLOCK_MONOTONIC) - start < 5 * USEC_PER_SEC)
-		assert_true(sd_event_run(env->event, 50 * USEC_PER_MSEC) >= 0);
-	return *flag;
+	return LOOP_RUN_UNTIL(env->event, *flag, 5 * USEC_PER_SEC);
 }
 
 static bool wait_for_data(struct env *env, struct client *cl, const char *s)
 {
-	usec_t start = now_usec(CLOCK_MONOTONIC);
-
-	while (!data_has(cl, s) && !cl->closed &&
-	       now_usec(CLOCK_MONOTONIC) - start < 5 * USEC_PER_SEC)
-		assert_true(sd_event_run(env->event, 50 * USEC_PER_MSEC) >= 0);
+	LOOP_RUN_UNTIL(env->event, data_has(cl, s) || cl->closed, 5 * USEC_PER_SEC);
 	return data_has(cl, s);
 }
 

@@ -4,6 +4,7 @@
 #include <cmocka.h>
 
 #include "gate.h"
+#include "helpers.h"
 
 struct client {
 	struct gate *g;
@@ -21,12 +22,6 @@ static void go(void *userdata)
 		gate_leave(c->g, &c->slot);
 }
 
-static void run(sd_event *e)
-{
-	while (sd_event_run(e, 0) > 0)
-		;
-}
-
 static void test_cap_and_fifo(void **state)
 {
 	sd_event *e = NULL;
@@ -42,7 +37,7 @@ static void test_cap_and_fifo(void **state)
 	}
 	/* Never from inside gate_enter. */
 	assert_int_equal(c[0].started, 0);
-	run(e);
+	loop_drain(e);
 	assert_int_equal(c[0].started + c[1].started, 2);
 	assert_int_equal(c[2].started + c[3].started + c[4].started, 0);
 	assert_int_equal(gate_in_flight(g), 2);
@@ -52,12 +47,12 @@ static void test_cap_and_fifo(void **state)
 	gate_leave(g, &c[2].slot);
 	gate_leave(g, &c[0].slot);
 	gate_leave(g, &c[0].slot); /* idempotent */
-	run(e);
+	loop_drain(e);
 	assert_int_equal(c[3].started, 1);
 	assert_int_equal(c[2].started, 0);
 	assert_int_equal(c[4].started, 0);
 	gate_leave(g, &c[1].slot);
-	run(e);
+	loop_drain(e);
 	assert_int_equal(c[4].started, 1);
 	assert_int_equal(gate_waiting(g), 0);
 	gate_free(g);
@@ -76,7 +71,7 @@ static void test_leave_inside_go(void **state)
 		c[i] = (struct client){ .g = g, .leave_at_once = true };
 		gate_enter(g, &c[i].slot, go, &c[i]);
 	}
-	run(e);
+	loop_drain(e);
 	for (int i = 0; i < 100; i++)
 		assert_int_equal(c[i].started, 1);
 	assert_int_equal(gate_in_flight(g), 0);

@@ -6,6 +6,7 @@
 
 #include <curl/curl.h>
 
+#include "helpers.h"
 #include "http-test-server.h"
 #include "log.h"
 #include "net/http.h"
@@ -29,8 +30,7 @@ static int setup(void **state)
 	struct fixture *f = calloc(1, sizeof(*f));
 
 	assert_non_null(f);
-	snprintf(f->dir, sizeof(f->dir), "/tmp/test-http-XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
+	tmpdir_make(f->dir, sizeof(f->dir), "http");
 	snprintf(f->log, sizeof(f->log), "%s/requests", f->dir);
 	f->server = test_server_start(f->log);
 	assert_int_equal(sd_event_new(&f->loop), 0);
@@ -46,8 +46,7 @@ static int teardown(void **state)
 	f->client = http_client_free(f->client);
 	f->loop = sd_event_unref(f->loop);
 	test_server_stop(&f->server);
-	unlink(f->log);
-	rmdir(f->dir);
+	tmpdir_remove(f->dir);
 	free(f);
 	return 0;
 }
@@ -66,10 +65,7 @@ static void on_done(void *userdata, const struct http_response *resp)
 
 static void run_until_done(struct fixture *f, int calls, usec_t limit)
 {
-	usec_t end = now_usec(CLOCK_MONOTONIC) + limit;
-
-	while (f->calls < calls && now_usec(CLOCK_MONOTONIC) < end)
-		assert_true(sd_event_run(f->loop, 100 * USEC_PER_MSEC) >= 0);
+	LOOP_RUN_UNTIL(f->loop, f->calls >= calls, limit);
 }
 
 static void post(struct fixture *f, const char *path, usec_t timeout, struct http_request **ret)
@@ -84,20 +80,6 @@ static void post(struct fixture *f, const char *path, usec_t timeout, struct htt
 			 0);
 }
 
-static char *requests(struct fixture *f)
-{
-	static char buf[65536];
-	FILE *s = fopen(f->log, "re");
-	size_t n = 0;
-
-	if (s) {
-		n = fread(buf, 1, sizeof(buf) - 1, s);
-		fclose(s);
-	}
-	buf[n] = '\0';
-	return buf;
-}
-
 static void test_200(void **state)
 {
 	struct fixture *f = *state;
@@ -109,7 +91,7 @@ static void test_200(void **state)
 	assert_int_equal(f->resp.status, 200);
 	assert_string_equal(f->body, "status 200");
 	assert_true(f->resp.retry_after == USEC_INFINITY);
-	assert_string_equal(requests(f), "POST /status/200\n{\"a\":1}\n");
+	assert_string_equal(file_text(f->log), "POST /status/200\n{\"a\":1}\n");
 	assert_int_equal(http_client_in_flight(f->client), 0);
 }
 
@@ -159,7 +141,7 @@ static void test_redirect_not_followed(void **state)
 	post(f, "/redirect", 5 * USEC_PER_SEC, NULL);
 	run_until_done(f, 1, 5 * USEC_PER_SEC);
 	assert_int_equal(f->resp.status, 301);
-	assert_string_equal(requests(f), "POST /redirect\n{\"a\":1}\n");
+	assert_string_equal(file_text(f->log), "POST /redirect\n{\"a\":1}\n");
 }
 
 static void test_retry_after(void **state)

@@ -4,43 +4,33 @@
 #include <stdio.h>
 #include <cmocka.h>
 
+#include "helpers.h"
 #include "log.h"
 
-static char last[4096];
-static int last_level = -1;
-static unsigned n_lines;
-
-static void capture(int level, const char *line, void *userdata)
-{
-	snprintf(last, sizeof(last), "%s", line);
-	last_level = level;
-	n_lines++;
-}
+static struct log_capture logs;
 
 static int setup(void **state)
 {
-	log_set_sink(capture, NULL);
+	log_capture_start(&logs);
 	log_set_level(LOG_INFO);
-	n_lines = 0;
-	last[0] = '\0';
 	return 0;
 }
 
 static int teardown(void **state)
 {
 	log_secret_clear();
-	log_set_sink(NULL, NULL);
+	log_capture_done(&logs);
 	return 0;
 }
 
 static void test_levels(void **state)
 {
 	log_debug("hidden");
-	assert_int_equal(n_lines, 0);
+	assert_int_equal(logs.n, 0);
 	log_info("shown %d", 1);
-	assert_int_equal(n_lines, 1);
-	assert_string_equal(last, "shown 1");
-	assert_int_equal(last_level, LOG_INFO);
+	assert_int_equal(logs.n, 1);
+	assert_string_equal(log_capture_last(&logs), "shown 1");
+	assert_int_equal(logs.lines[0].level, LOG_INFO);
 	assert_int_equal(log_level_from_string("debug"), LOG_DEBUG);
 	assert_int_equal(log_level_from_string("warning"), LOG_WARNING);
 	assert_int_equal(log_level_from_string("loud"), -EINVAL);
@@ -50,7 +40,7 @@ static void test_errno_return_and_percent_m(void **state)
 {
 	errno = 42;
 	assert_int_equal(log_error_errno(ECONNRESET, "x: %m"), -ECONNRESET);
-	assert_string_equal(last, "x: Connection reset by peer");
+	assert_string_equal(log_capture_last(&logs), "x: Connection reset by peer");
 	assert_int_equal(errno, 42); /* preserved */
 	assert_int_equal(log_debug_errno(-EIO, "not shown"), -EIO);
 }
@@ -59,14 +49,14 @@ static void test_redaction(void **state)
 {
 	assert_int_equal(log_secret_add("hunter2"), 0);
 	log_info("LOGIN me hunter2 and again hunter2!");
-	assert_string_equal(last, "LOGIN me *** and again ***!");
+	assert_string_equal(log_capture_last(&logs), "LOGIN me *** and again ***!");
 	log_secret_remove("hunter2");
 	log_info("hunter2");
-	assert_string_equal(last, "hunter2");
+	assert_string_equal(log_capture_last(&logs), "hunter2");
 	/* Too short to redact safely: ignored. */
 	assert_int_equal(log_secret_add("ab"), 0);
 	log_info("abc");
-	assert_string_equal(last, "abc");
+	assert_string_equal(log_capture_last(&logs), "abc");
 }
 
 static void test_redaction_counts_holders(void **state)
@@ -75,16 +65,16 @@ static void test_redaction_counts_holders(void **state)
 	assert_int_equal(log_secret_add("shared-pass"), 0);
 	log_secret_remove("shared-pass");
 	log_info("still shared-pass");
-	assert_string_equal(last, "still ***");
+	assert_string_equal(log_capture_last(&logs), "still ***");
 	log_secret_remove("shared-pass");
 	log_info("now shared-pass");
-	assert_string_equal(last, "now shared-pass");
+	assert_string_equal(log_capture_last(&logs), "now shared-pass");
 }
 
 static void test_control_characters(void **state)
 {
 	log_warning("server says: evil\r\n<3>forged\x1b[31m");
-	assert_string_equal(last, "server says: evil?" "?<3>forged?[31m");
+	assert_string_equal(log_capture_last(&logs), "server says: evil?" "?<3>forged?[31m");
 }
 
 int main(void)

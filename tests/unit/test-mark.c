@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "event.h"
+#include "helpers.h"
 #include "log.h"
 #include "mark.h"
 #include "net/resolve.h"
@@ -216,8 +217,7 @@ static int teardown(void **state)
 
 	log_set_sink(NULL, NULL);
 	env->marker = marker_free(env->marker);
-	while (sd_event_run(env->event, 0) > 0)
-		;
+	loop_drain(env->event);
 	for (size_t i = 0; i < env->server.n_conns; i++)
 		if (env->server.conns[i].fd >= 0)
 			conn_close(&env->server.conns[i]);
@@ -243,14 +243,9 @@ static void mark(struct env *env, const char *account, uint32_t uidvalidity, uin
 
 static void run_until_done(struct env *env)
 {
-	usec_t start = now_usec(CLOCK_MONOTONIC);
-
-	while (marker_pending(env->marker) > 0) {
-		assert_true(now_usec(CLOCK_MONOTONIC) - start < 10 * USEC_PER_SEC);
-		assert_true(sd_event_run(env->event, 100 * USEC_PER_MSEC) >= 0);
-	}
-	while (sd_event_run(env->event, 0) > 0)
-		;
+	assert_true(
+	    LOOP_RUN_UNTIL(env->event, marker_pending(env->marker) == 0, 10 * USEC_PER_SEC));
+	loop_drain(env->event);
 }
 
 #define STORE_TRANSCRIPT(uid) \

@@ -5,12 +5,12 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
-#include <ftw.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 
+#include "helpers.h"
 #include "log.h"
 #include "proc/spawn.h"
 
@@ -23,8 +23,7 @@ struct fixture {
 	char dir[64];
 	sd_event *loop;
 	struct spawn_job *job;
-	char **logs;
-	size_t n_logs;
+	struct log_capture logs;
 
 	unsigned calls;
 	int error;
@@ -35,34 +34,17 @@ struct fixture {
 
 /* ---- Fixture ------------------------------------------------------------------------------ */
 
-static void capture_log(int level, const char *line, void *userdata)
-{
-	struct fixture *f = userdata;
-
-	f->logs = reallocarray(f->logs, f->n_logs + 1, sizeof(*f->logs));
-	assert_non_null(f->logs);
-	f->logs[f->n_logs] = strdup(line);
-	assert_non_null(f->logs[f->n_logs]);
-	f->n_logs++;
-}
-
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 
 	assert_non_null(f);
-	snprintf(f->dir, sizeof(f->dir), "/tmp/test-spawn-XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
+	tmpdir_make(f->dir, sizeof(f->dir), "spawn");
 	assert_int_equal(sd_event_new(&f->loop), 0);
 	log_set_level(LOG_DEBUG);
-	log_set_sink(capture_log, f);
+	log_capture_start(&f->logs);
 	*state = f;
 	return 0;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
 }
 
 static int teardown(void **state)
@@ -71,13 +53,10 @@ static int teardown(void **state)
 
 	f->job = spawn_job_free(f->job);
 	f->loop = sd_event_unref(f->loop);
-	log_set_sink(NULL, NULL);
-	for (size_t i = 0; i < f->n_logs; i++)
-		free(f->logs[i]);
-	free(f->logs);
+	log_capture_done(&f->logs);
 	secure_free(f->line);
 	free(f->why);
-	nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	tmpdir_remove(f->dir);
 	free(f);
 	return 0;
 }
@@ -105,28 +84,10 @@ static void on_done(void *userdata, int error, char *line, const char *why)
 		f->job = spawn_job_free(f->job);
 }
 
-static usec_t mono_usec(void)
-{
-	return now_usec(CLOCK_MONOTONIC);
-}
-
-static void run_for(struct fixture *f, unsigned ms)
-{
-	usec_t end = mono_usec() + ms * USEC_PER_MSEC;
-
-	while (mono_usec() < end)
-		assert_true(sd_event_run(f->loop, end - mono_usec()) >= 0);
-}
-
 static void run_until_done(struct fixture *f)
 {
-	usec_t end = mono_usec() + WAIT_MS * USEC_PER_MSEC;
-
-	while (f->calls == 0) {
-		if (mono_usec() >= end)
-			fail_msg("the job did not finish within %d ms", WAIT_MS);
-		assert_true(sd_event_run(f->loop, 10 * USEC_PER_MSEC) >= 0);
-	}
+	if (!LOOP_RUN_UNTIL(f->loop, f->calls > 0, WAIT_MS * USEC_PER_MSEC))
+		fail_msg("the job did not finish within %d ms", WAIT_MS);
 }
 
 static void start(struct fixture *f, char **argv, usec_t timeout)
@@ -152,26 +113,10 @@ static int run_sh(struct fixture *f, const char *script)
 		   30 * USEC_PER_SEC);
 }
 
-static bool logged(const struct fixture *f, const char *text)
-{
-	for (size_t i = 0; i < f->n_logs; i++)
-		if (strstr(f->logs[i], text))
-			return true;
-	return false;
-}
-
-static char *path_in(const struct fixture *f, const char *name)
-{
-	char *p;
-
-	assert_true(asprintf(&p, "%s/%s", f->dir, name) > 0);
-	return p;
-}
-
 /* The number in the file, once it exists (within WAIT_MS). */
 static pid_t wait_pid_file(struct fixture *f, const char *path)
 {
-	usec_t end = mono_usec() + WAIT_MS * USEC_PER_MSEC;
+	usec_t end = now_usec(CLOCK_MONOTONIC) + WAIT_MS * USEC_PER_MSEC;
 	int pid = 0;
 
 	for (;;) {
@@ -183,37 +128,17 @@ static pid_t wait_pid_file(struct fixture *f, const char *path)
 		}
 		if (s)
 			fclose(s);
-		if (mono_usec() >= end)
+		if (!loop_step(f->loop, end))
 			fail_msg("%s was not written", path);
-		assert_true(sd_event_run(f->loop, 10 * USEC_PER_MSEC) >= 0);
 	}
-}
-
-/* Gone, or a zombie waiting for a parent that is not us. */
-static bool process_dead(pid_t pid)
-{
-	char path[64], buf[512];
-	FILE *s;
-	size_t n;
-	char *p;
-
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	s = fopen(path, "re");
-	if (!s)
-		return true;
-	n = fread(buf, 1, sizeof(buf) - 1, s);
-	fclose(s);
-	buf[n] = '\0';
-	p = strrchr(buf, ')');
-	return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
 }
 
 static bool wait_dead(pid_t pid)
 {
-	usec_t end = mono_usec() + WAIT_MS * USEC_PER_MSEC;
+	usec_t end = now_usec(CLOCK_MONOTONIC) + WAIT_MS * USEC_PER_MSEC;
 
-	while (!process_dead(pid)) {
-		if (mono_usec() >= end)
+	while (!process_gone(pid)) {
+		if (now_usec(CLOCK_MONOTONIC) >= end)
 			return false;
 		usleep(10 * 1000);
 	}
@@ -231,7 +156,7 @@ static void test_echo(void **state)
 			 0);
 	assert_string_equal(f->line, "tok-123");
 	/* stdout is a secret: never logged */
-	assert_false(logged(f, "tok-123"));
+	assert_false(log_capture_has(&f->logs, "tok-123"));
 }
 
 static void test_first_line_only(void **state)
@@ -273,12 +198,12 @@ static void test_killed_by_signal(void **state)
 static void test_timeout(void **state)
 {
 	struct fixture *f = *state;
-	usec_t t0 = mono_usec(), elapsed;
+	usec_t t0 = now_usec(CLOCK_MONOTONIC), elapsed;
 
 	assert_int_equal(run(f, (char *[]){ (char *)"sleep", (char *)"10", NULL },
 			     200 * USEC_PER_MSEC),
 			 -ETIME);
-	elapsed = mono_usec() - t0;
+	elapsed = now_usec(CLOCK_MONOTONIC) - t0;
 	assert_true(elapsed >= 190 * USEC_PER_MSEC);
 	assert_true(elapsed < 2 * USEC_PER_SEC);
 	assert_string_equal(f->why, "\"sleep\" timed out after 200ms");
@@ -287,7 +212,7 @@ static void test_timeout(void **state)
 static void test_timeout_kills_group(void **state)
 {
 	struct fixture *f = *state;
-	_cleanup_free_ char *pidfile = path_in(f, "bg.pid");
+	_cleanup_free_ char *pidfile = path_join(f->dir, "bg.pid");
 	_cleanup_free_ char *script = NULL;
 	pid_t bg;
 
@@ -436,9 +361,9 @@ static void test_stderr_logged_token_scrubbed(void **state)
 				   "echo 'debug: got tok-secret-987 ok' >&2"),
 			 0);
 	assert_string_equal(f->line, "tok-secret-987");
-	assert_true(logged(f, LABEL ": stderr: refreshing the token"));
-	assert_true(logged(f, LABEL ": stderr: debug: got *** ok"));
-	assert_false(logged(f, "tok-secret-987"));
+	assert_true(log_capture_has(&f->logs, LABEL ": stderr: refreshing the token"));
+	assert_true(log_capture_has(&f->logs, LABEL ": stderr: debug: got *** ok"));
+	assert_false(log_capture_has(&f->logs, "tok-secret-987"));
 }
 
 static void test_stderr_of_failure(void **state)
@@ -448,9 +373,9 @@ static void test_stderr_of_failure(void **state)
 	assert_int_equal(run_sh(f, "echo tok-failed-456; echo 'oops tok-failed-456' >&2; "
 				   "printf 'no newline' >&2; exit 1"),
 			 -EIO);
-	assert_true(logged(f, LABEL ": stderr: oops ***"));
-	assert_true(logged(f, LABEL ": stderr: no newline"));
-	assert_false(logged(f, "tok-failed-456"));
+	assert_true(log_capture_has(&f->logs, LABEL ": stderr: oops ***"));
+	assert_true(log_capture_has(&f->logs, LABEL ": stderr: no newline"));
+	assert_false(log_capture_has(&f->logs, "tok-failed-456"));
 }
 
 static void test_stderr_capped(void **state)
@@ -461,8 +386,9 @@ static void test_stderr_capped(void **state)
 				   "head -c 100000 /dev/zero | tr '\\0' y >&2; echo tok"),
 			 0);
 	assert_string_equal(f->line, "tok");
-	assert_true(logged(f, "xxx [truncated]"));
-	assert_true(logged(f, LABEL ": stderr: [more than 16384 bytes, the rest is not shown]"));
+	assert_true(log_capture_has(&f->logs, "xxx [truncated]"));
+	assert_true(log_capture_has(
+	    &f->logs, LABEL ": stderr: [more than 16384 bytes, the rest is not shown]"));
 }
 
 /* ---- Lifetime ----------------------------------------------------------------------------- */
@@ -470,7 +396,7 @@ static void test_stderr_capped(void **state)
 static void test_free_while_running(void **state)
 {
 	struct fixture *f = *state;
-	_cleanup_free_ char *pidfile = path_in(f, "pids");
+	_cleanup_free_ char *pidfile = path_join(f->dir, "pids");
 	_cleanup_free_ char *script = NULL;
 	pid_t leader, bg;
 	int status;
@@ -492,7 +418,7 @@ static void test_free_while_running(void **state)
 	assert_int_equal(waitpid(leader, &status, WNOHANG), -1);
 	assert_int_equal(errno, ECHILD);
 	assert_true(wait_dead(bg));
-	run_for(f, 300);
+	loop_run_for(f->loop, 300 * USEC_PER_MSEC);
 	assert_int_equal(f->calls, 0);
 }
 
@@ -503,7 +429,7 @@ static void test_free_after_exit_before_dispatch(void **state)
 	start(f, (char *[]){ (char *)"echo", (char *)"x", NULL }, 0);
 	usleep(100 * 1000); /* exited, its SIGCHLD and output pending */
 	f->job = spawn_job_free(f->job);
-	run_for(f, 200);
+	loop_run_for(f->loop, 200 * USEC_PER_MSEC);
 	assert_int_equal(f->calls, 0);
 }
 
@@ -513,7 +439,7 @@ static void test_free_spawn_failure_before_dispatch(void **state)
 
 	start(f, (char *[]){ (char *)"/nonexistent/x", NULL }, 0);
 	f->job = spawn_job_free(f->job);
-	run_for(f, 100);
+	loop_run_for(f->loop, 100 * USEC_PER_MSEC);
 	assert_int_equal(f->calls, 0);
 }
 
@@ -530,7 +456,7 @@ static void test_free_in_callback(void **state)
 	f->calls = 0;
 	assert_int_equal(run(f, (char *[]){ (char *)"/nonexistent/x", NULL }, 0), -ENOENT);
 	assert_null(f->job);
-	run_for(f, 100);
+	loop_run_for(f->loop, 100 * USEC_PER_MSEC);
 	assert_int_equal(f->calls, 1);
 }
 
@@ -568,12 +494,7 @@ static void test_many_in_parallel(void **state)
 					       LABEL, 0, on_done, f, &jobs[i]),
 				 0);
 	}
-	{
-		usec_t end = mono_usec() + WAIT_MS * USEC_PER_MSEC;
-
-		while (f->calls < ELEMENTSOF(jobs) && mono_usec() < end)
-			assert_true(sd_event_run(f->loop, 10 * USEC_PER_MSEC) >= 0);
-	}
+	LOOP_RUN_UNTIL(f->loop, f->calls >= ELEMENTSOF(jobs), WAIT_MS * USEC_PER_MSEC);
 	assert_int_equal(f->calls, ELEMENTSOF(jobs));
 	for (size_t i = 0; i < ELEMENTSOF(jobs); i++)
 		spawn_job_free(jobs[i]);

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "helpers.h"
 #include "net/resolve.h"
 
 struct result {
@@ -53,16 +54,8 @@ static usec_t run_until(sd_event *e, const bool *flag, usec_t max)
 {
 	usec_t start = now_usec(CLOCK_MONOTONIC);
 
-	while (!*flag && now_usec(CLOCK_MONOTONIC) - start < max)
-		assert_true(sd_event_run(e, 50 * USEC_PER_MSEC) >= 0);
+	LOOP_RUN_UNTIL(e, *flag, max);
 	return now_usec(CLOCK_MONOTONIC) - start;
-}
-
-static void run_for(sd_event *e, usec_t d)
-{
-	bool never = false;
-
-	run_until(e, &never, d);
 }
 
 static void resolve_one(const char *host, struct result *res)
@@ -241,7 +234,7 @@ static void test_literals_send_no_query(void **state)
 		assert_int_equal(resolver_resolve(r, i % 2 ? "::1" : "127.0.0.1", 993, on_resolved,
 						  &res[i], NULL),
 				 0);
-	run_for(e, 100 * USEC_PER_MSEC);
+	loop_run_for(e, 100 * USEC_PER_MSEC);
 	for (size_t i = 0; i < ELEMENTSOF(res); i++) {
 		assert_true(res[i].called);
 		assert_int_equal(res[i].error, 0);
@@ -289,7 +282,7 @@ static void test_cancel(void **state)
 	/* Left pending: resolver_free() drops it without a callback. */
 	assert_int_equal(
 	    resolver_resolve(r, "pending.invalid", 1, on_resolved, &res_pending, &pending), 0);
-	run_for(e, 20 * USEC_PER_MSEC);
+	loop_run_for(e, 20 * USEC_PER_MSEC);
 	assert_true(dns.queries >= 1);
 	assert_null(resolve_query_cancel(slow));
 	assert_null(resolve_query_cancel(NULL));
@@ -297,13 +290,13 @@ static void test_cancel(void **state)
 	/* Cancelled after the answer is known but before it was delivered. */
 	assert_int_equal(resolver_resolve(r, "127.0.0.1", 1, on_resolved, &res_fast, &fast), 0);
 	assert_null(resolve_query_cancel(fast));
-	run_for(e, 100 * USEC_PER_MSEC);
+	loop_run_for(e, 100 * USEC_PER_MSEC);
 	assert_false(res_slow.called);
 	assert_false(res_fast.called);
 	assert_false(res_pending.called);
 
 	r = resolver_free(r);
-	run_for(e, 20 * USEC_PER_MSEC);
+	loop_run_for(e, 20 * USEC_PER_MSEC);
 	assert_false(res_pending.called);
 	fake_dns_stop(&dns);
 }
@@ -321,7 +314,7 @@ static void test_free_from_callback(void **state)
 	a.free_resolver = b.free_resolver = &r;
 	assert_int_equal(resolver_resolve(r, "127.0.0.1", 1, on_resolved, &a, NULL), 0);
 	assert_int_equal(resolver_resolve(r, "127.0.0.2", 1, on_resolved, &b, NULL), 0);
-	run_for(e, 100 * USEC_PER_MSEC);
+	loop_run_for(e, 100 * USEC_PER_MSEC);
 	/* Whichever ran first freed the resolver; the other never ran. */
 	assert_int_equal(a.calls + b.calls, 1);
 	assert_null(r);

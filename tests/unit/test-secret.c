@@ -6,59 +6,43 @@
 #include <time.h>
 #include <cmocka.h>
 
+#include "helpers.h"
 #include "log.h"
 #include "secret.h"
 
-static char tmpdir[] = "/tmp/test-secret-XXXXXX";
-static char last[4096];
-static unsigned n_lines;
-
-static void capture(int level, const char *line, void *userdata)
-{
-	snprintf(last, sizeof(last), "%s", line);
-	n_lines++;
-}
+static char tmpdir[64];
+static struct log_capture logs;
 
 static int group_setup(void **state)
 {
-	return mkdtemp(tmpdir) ? 0 : -1;
+	tmpdir_make(tmpdir, sizeof(tmpdir), "secret");
+	return 0;
 }
 
 static int group_teardown(void **state)
 {
-	char cmd[300];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-	return system(cmd) == 0 ? 0 : -1;
+	return tmpdir_remove(tmpdir) == 0 ? 0 : -1;
 }
 
 static int setup(void **state)
 {
-	log_set_sink(capture, NULL);
+	log_capture_start(&logs);
 	log_set_level(LOG_INFO);
-	n_lines = 0;
-	last[0] = '\0';
 	return 0;
 }
 
 static int teardown(void **state)
 {
 	log_secret_clear();
-	log_set_sink(NULL, NULL);
+	log_capture_done(&logs);
 	return 0;
 }
 
 static void write_file(const char *name, const char *text, mode_t mode, char *ret_path,
 		       size_t size)
 {
-	FILE *f;
-
 	snprintf(ret_path, size, "%s/%s", tmpdir, name);
-	f = fopen(ret_path, "we");
-	assert_non_null(f);
-	fputs(text, f);
-	assert_int_equal(fclose(f), 0);
-	assert_int_equal(chmod(ret_path, mode), 0);
+	file_write(ret_path, text, strlen(text), mode);
 }
 
 /* Fetch, expecting success; the value must be redacted from log lines while held. */
@@ -100,17 +84,17 @@ static void test_value_and_redaction(void **state)
 
 	assert_string_equal(s, "hunter2x");
 	log_info("LOGIN me hunter2x");
-	assert_string_equal(last, "LOGIN me ***");
+	assert_string_equal(log_capture_last(&logs), "LOGIN me ***");
 
 	/* A second holder of the same secret keeps it redacted after the first lets go. */
 	s2 = fetch_ok(&src, USEC_PER_SEC);
 	s = secret_free(s);
 	assert_null(s);
 	log_info("LOGIN me hunter2x");
-	assert_string_equal(last, "LOGIN me ***");
+	assert_string_equal(log_capture_last(&logs), "LOGIN me ***");
 	secret_free(s2);
 	log_info("LOGIN me hunter2x");
-	assert_string_equal(last, "LOGIN me hunter2x");
+	assert_string_equal(log_capture_last(&logs), "LOGIN me hunter2x");
 	assert_null(secret_free(NULL));
 
 	src.value = "";
@@ -130,10 +114,10 @@ static void test_file(void **state)
 	write_file("pw", "s3cr3t-line\r\nsecond line\n", 0600, path, sizeof(path));
 	s = fetch_ok(&src, USEC_PER_SEC);
 	assert_string_equal(s, "s3cr3t-line");
-	assert_int_equal(n_lines, 0); /* mode 600: no warning */
+	assert_int_equal(logs.n, 0); /* mode 600: no warning */
 	assert_false(secret_check_file_mode(path, "x"));
 	log_info("got s3cr3t-line");
-	assert_string_equal(last, "got ***");
+	assert_string_equal(log_capture_last(&logs), "got ***");
 	secret_free(s);
 
 	/* "~" is expanded. */
@@ -146,15 +130,15 @@ static void test_file(void **state)
 	/* Readable by others: fetched, with a warning naming the file and the fix. */
 	write_file("open", "no-newline", 0644, path, sizeof(path));
 	src.value = path;
-	n_lines = 0;
+	log_capture_clear(&logs);
 	s = fetch_ok(&src, USEC_PER_SEC);
 	assert_string_equal(s, "no-newline");
-	assert_int_equal(n_lines, 1);
+	assert_int_equal(logs.n, 1);
 	snprintf(expected, sizeof(expected),
 		 "config:7: [account work] password_file: \"%s\" is readable by group or others; "
 		 "run chmod 600 \"%s\"",
 		 path, path);
-	assert_string_equal(last, expected);
+	assert_string_equal(log_capture_last(&logs), expected);
 	assert_true(secret_check_file_mode(path, "here"));
 	secret_free(s);
 
@@ -198,7 +182,7 @@ static void test_command(void **state)
 	s = fetch_ok(&src, 5 * USEC_PER_SEC);
 	assert_string_equal(s, "tok-from-echo");
 	log_info("token tok-from-echo");
-	assert_string_equal(last, "token ***");
+	assert_string_equal(log_capture_last(&logs), "token ***");
 	secret_free(s);
 
 	/* Found through PATH; only the first line counts; no trailing newline is fine. */
@@ -291,10 +275,10 @@ static void test_credential(void **state)
 		    NULL);
 	setenv("CREDENTIALS_DIRECTORY", tmpdir, 1);
 	write_file("work.pass", "cred-secret\n", 0644, path, sizeof(path));
-	n_lines = 0;
+	log_capture_clear(&logs);
 	s = fetch_ok(&src, USEC_PER_SEC);
 	assert_string_equal(s, "cred-secret");
-	assert_int_equal(n_lines, 0); /* systemd owns the mode: no chmod advice */
+	assert_int_equal(logs.n, 0); /* systemd owns the mode: no chmod advice */
 	secret_free(s);
 
 	src.value = "../work.pass";

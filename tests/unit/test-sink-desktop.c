@@ -11,6 +11,7 @@
 
 #include <systemd/sd-bus.h>
 
+#include "helpers.h"
 #include "log.h"
 #include "sink/desktop.h"
 
@@ -258,14 +259,7 @@ static int fake_mark_seen(void *userdata, const struct mail_event *e)
 
 static bool run_until(struct fixture *f, bool (*cond)(struct fixture *f, size_t n), size_t n)
 {
-	usec_t deadline = now_usec(CLOCK_MONOTONIC) + WAIT_MS * USEC_PER_MSEC;
-
-	while (!cond(f, n)) {
-		if (now_usec(CLOCK_MONOTONIC) > deadline)
-			return false;
-		assert_true(sd_event_run(f->loop, 10 * USEC_PER_MSEC) >= 0);
-	}
-	return true;
+	return LOOP_RUN_UNTIL(f->loop, cond(f, n), WAIT_MS * USEC_PER_MSEC);
 }
 
 static bool have_calls(struct fixture *f, size_t n)
@@ -305,8 +299,7 @@ static int setup(void **state)
 	char address[256];
 
 	assert_non_null(f);
-	snprintf(f->dir, sizeof(f->dir), "/tmp/desktop-test-XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
+	tmpdir_make(f->dir, sizeof(f->dir), "sink-desktop");
 	bus_start(f, address, sizeof(address));
 	assert_int_equal(setenv("DBUS_SESSION_BUS_ADDRESS", address, 1), 0);
 	assert_int_equal(sd_event_new(&f->loop), 0);
@@ -328,7 +321,6 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	char path[128];
 
 	sink_desktop_free(f->sink);
 	for (size_t i = 0; i < f->n_accepted; i++)
@@ -343,11 +335,7 @@ static int teardown(void **state)
 	sd_event_unref(f->loop);
 	kill(f->bus_pid, SIGTERM);
 	waitpid(f->bus_pid, NULL, 0);
-	snprintf(path, sizeof(path), "%s/bus.conf", f->dir);
-	unlink(path);
-	snprintf(path, sizeof(path), "%s/bus", f->dir);
-	unlink(path);
-	rmdir(f->dir);
+	tmpdir_remove(f->dir);
 	unsetenv("DBUS_SESSION_BUS_ADDRESS");
 	free(f);
 	return 0;

@@ -5,12 +5,12 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
-#include <ftw.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 
+#include "helpers.h"
 #include "log.h"
 #include "sink/exec.h"
 
@@ -22,34 +22,16 @@
 #define UIDVALIDITY 1700000000u
 #define WAIT_MS 5000 /* generous: a run_until() that needs it has already failed */
 
-struct log_line {
-	int level;
-	char *text;
-};
-
 struct fixture {
 	char dir[64];
 	sd_event *loop;
 	struct sink_exec *sink;
-	struct log_line *logs;
-	size_t n_logs;
+	struct log_capture logs;
 	struct mail_event **accepted;
 	size_t n_accepted;
 };
 
 /* ---- Fixture ------------------------------------------------------------------------------ */
-
-static void capture_log(int level, const char *line, void *userdata)
-{
-	struct fixture *f = userdata;
-
-	f->logs = reallocarray(f->logs, f->n_logs + 1, sizeof(*f->logs));
-	assert_non_null(f->logs);
-	f->logs[f->n_logs].level = level;
-	f->logs[f->n_logs].text = strdup(line);
-	assert_non_null(f->logs[f->n_logs].text);
-	f->n_logs++;
-}
 
 static void on_accepted(void *userdata, struct mail_event *e)
 {
@@ -65,19 +47,13 @@ static int setup(void **state)
 	struct fixture *f = calloc(1, sizeof(*f));
 
 	assert_non_null(f);
-	snprintf(f->dir, sizeof(f->dir), "/tmp/test-sink-exec-XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
+	tmpdir_make(f->dir, sizeof(f->dir), "sink-exec");
 	assert_int_equal(setenv("EXECSINK_TESTDIR", f->dir, 1), 0);
 	assert_int_equal(sd_event_new(&f->loop), 0);
 	log_set_level(LOG_DEBUG);
-	log_set_sink(capture_log, f);
+	log_capture_start(&f->logs);
 	*state = f;
 	return 0;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
 }
 
 static int teardown(void **state)
@@ -86,69 +62,39 @@ static int teardown(void **state)
 
 	f->sink = sink_exec_free(f->sink);
 	f->loop = sd_event_unref(f->loop);
-	log_set_sink(NULL, NULL);
-	for (size_t i = 0; i < f->n_logs; i++)
-		free(f->logs[i].text);
-	free(f->logs);
+	log_capture_done(&f->logs);
 	for (size_t i = 0; i < f->n_accepted; i++)
 		mail_event_unref(f->accepted[i]);
 	free(f->accepted);
-	nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	tmpdir_remove(f->dir);
 	free(f);
 	return 0;
 }
 
 /* ---- Helpers ------------------------------------------------------------------------------ */
 
-static char *path_in(const struct fixture *f, const char *name)
-{
-	char *p;
-
-	assert_true(asprintf(&p, "%s/%s", f->dir, name) > 0);
-	return p;
-}
-
 static char *write_script(const struct fixture *f, const char *name, const char *body)
 {
-	char *p = path_in(f, name);
-	FILE *s = fopen(p, "we");
+	char *p = path_join(f->dir, name);
+	_cleanup_free_ char *text = NULL;
+	int n = asprintf(&text, "#!/bin/sh\n%s\n", body);
 
-	assert_non_null(s);
-	fprintf(s, "#!/bin/sh\n%s\n", body);
-	assert_int_equal(fclose(s), 0);
-	assert_int_equal(chmod(p, 0755), 0);
+	assert_true(n > 0);
+	file_write(p, text, (size_t)n, 0755);
 	return p;
 }
 
-/* The whole file (NUL bytes included) with a NUL after it; NULL if it does not exist. */
-static char *read_all(const char *path, size_t *ret_size)
-{
-	FILE *s = fopen(path, "re");
-	char *buf = NULL;
-	size_t n = 0;
-
-	if (!s)
-		return NULL;
-	buf = malloc(4 * 1024 * 1024);
-	assert_non_null(buf);
-	n = fread(buf, 1, 4 * 1024 * 1024 - 1, s);
-	fclose(s);
-	buf[n] = '\0';
-	if (ret_size)
-		*ret_size = n;
-	return buf;
-}
-
+/* The file in the test's directory, as file_read() gives it. */
 static char *read_in(const struct fixture *f, const char *name, size_t *ret_size)
 {
-	_cleanup_free_ char *p = path_in(f, name);
+	_cleanup_free_ char *p = path_join(f->dir, name);
 
-	return read_all(p, ret_size);
+	return file_read(p, ret_size);
 }
 
 static bool exists_in(const struct fixture *f, const char *name)
 {
-	_cleanup_free_ char *p = path_in(f, name);
+	_cleanup_free_ char *p = path_join(f->dir, name);
 
 	return access(p, F_OK) == 0;
 }
@@ -173,39 +119,14 @@ static void start_script_sink(struct fixture *f, const char *body, usec_t timeou
 	start_sink(f, (char *[]){ script, NULL }, NULL, timeout);
 }
 
-static usec_t mono_usec(void)
-{
-	return now_usec(CLOCK_MONOTONIC);
-}
-
-static void run_for(struct fixture *f, unsigned ms)
-{
-	usec_t end = mono_usec() + ms * USEC_PER_MSEC;
-
-	while (mono_usec() < end)
-		assert_true(sd_event_run(f->loop, end - mono_usec()) >= 0);
-}
-
-static bool sink_idle(struct fixture *f)
-{
-	return !sink_exec_busy(f->sink);
-}
-
 static bool run_until(struct fixture *f, bool (*done)(struct fixture *f))
 {
-	usec_t end = mono_usec() + WAIT_MS * USEC_PER_MSEC;
-
-	while (!done(f)) {
-		if (mono_usec() >= end)
-			return false;
-		assert_true(sd_event_run(f->loop, 10 * USEC_PER_MSEC) >= 0);
-	}
-	return true;
+	return LOOP_RUN_UNTIL(f->loop, done(f), WAIT_MS * USEC_PER_MSEC);
 }
 
 static void run_until_idle(struct fixture *f)
 {
-	assert_true(run_until(f, sink_idle));
+	assert_true(LOOP_RUN_UNTIL(f->loop, !sink_exec_busy(f->sink), WAIT_MS * USEC_PER_MSEC));
 }
 
 static struct mail_event *new_event(const char *account, const char *mailbox, uint32_t uid,
@@ -271,47 +192,12 @@ static void assert_env(const char *dump, size_t size, const char *name, const ch
 			 strna(v));
 }
 
-static size_t log_count(const struct fixture *f, int level, const char *needle)
-{
-	size_t n = 0;
-
-	for (size_t i = 0; i < f->n_logs; i++)
-		n += (level < 0 || f->logs[i].level == level) && strstr(f->logs[i].text, needle);
-	return n;
-}
-
-static bool log_has_line(const struct fixture *f, int level, const char *line)
-{
-	for (size_t i = 0; i < f->n_logs; i++)
-		if (f->logs[i].level == level && streq(f->logs[i].text, line))
-			return true;
-	return false;
-}
-
 static void assert_log(const struct fixture *f, int level, const char *needle)
 {
-	if (log_count(f, level, needle) == 0) {
-		for (size_t i = 0; i < f->n_logs; i++)
-			fprintf(stderr, "  log <%d> %s\n", f->logs[i].level, f->logs[i].text);
+	if (log_capture_count(&f->logs, level, needle) == 0) {
+		log_capture_dump(&f->logs);
 		fail_msg("no log line at level %d containing \"%s\"", level, needle);
 	}
-}
-
-/* Gone, or a zombie nobody of ours will reap (a reparented grandchild). */
-static bool process_gone(pid_t pid)
-{
-	char path[64], *stat;
-	bool zombie;
-
-	if (kill(pid, 0) < 0 && errno == ESRCH)
-		return true;
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	stat = read_all(path, NULL);
-	if (!stat)
-		return true;
-	zombie = strstr(stat, ") Z ") != NULL;
-	free(stat);
-	return zombie;
 }
 
 static pid_t read_pid(const struct fixture *f, const char *name)
@@ -365,7 +251,7 @@ static void test_single_event(void **state)
 	assert_int_equal(mail_event_from_json(in, &back), 0);
 	assert_string_equal(back->id, e->id);
 	assert_string_equal(back->subject, "Hello wörld");
-	assert_true(log_has_line(f, LOG_DEBUG, "exec t: exited with status 0"));
+	assert_true(log_capture_has_line(&f->logs, LOG_DEBUG, "exec t: exited with status 0"));
 }
 
 static void assert_stdin_events(char *in, struct mail_event *const *want, size_t n)
@@ -558,7 +444,7 @@ static void test_burst_two_runs(void **state)
 	for (uint32_t burst = 0; burst < 4; burst++) {
 		for (uint32_t i = 0; i < 5; i++)
 			push_new(f, "work", "INBOX", 2 + burst * 5 + i, "burst");
-		run_for(f, 20);
+		loop_run_for(f->loop, 20 * USEC_PER_MSEC);
 	}
 	/* Still the first run: nothing of the burst is accepted before its run starts. */
 	assert_int_equal(f->n_accepted, 1);
@@ -576,7 +462,7 @@ static void test_burst_two_runs(void **state)
 static void test_timeout(void **state)
 {
 	struct fixture *f = *state;
-	usec_t start = mono_usec();
+	usec_t start = now_usec(CLOCK_MONOTONIC);
 	pid_t pid, grandchild;
 
 	/* The grandchild shows that the whole process group is killed. */
@@ -589,7 +475,7 @@ static void test_timeout(void **state)
 	push_new(f, "work", "INBOX", 1, "hang");
 	run_until_idle(f);
 
-	assert_true(mono_usec() - start < 2 * USEC_PER_SEC);
+	assert_true(now_usec(CLOCK_MONOTONIC) - start < 2 * USEC_PER_SEC);
 	assert_int_equal(f->n_accepted, 1);
 	pid = read_pid(f, "pid");
 	grandchild = read_pid(f, "grandchild");
@@ -600,8 +486,10 @@ static void test_timeout(void **state)
 	for (int i = 0; i < 100 && !process_gone(grandchild); i++)
 		usleep(10 * 1000);
 	assert_true(process_gone(grandchild));
-	assert_true(log_has_line(f, LOG_WARNING, "exec t: timed out after 200ms, killed"));
-	assert_true(log_has_line(f, LOG_WARNING, "exec t: killed by signal SIGTERM"));
+	assert_true(log_capture_has_line(&f->logs, LOG_WARNING,
+					 "exec t: timed out after 200ms, killed"));
+	assert_true(
+	    log_capture_has_line(&f->logs, LOG_WARNING, "exec t: killed by signal SIGTERM"));
 }
 
 static void test_missing_command(void **state)
@@ -613,16 +501,16 @@ static void test_missing_command(void **state)
 	push_new(f, "work", "INBOX", 1, "a");
 	run_until_idle(f);
 	assert_int_equal(f->n_accepted, 1);
-	assert_true(log_has_line(f, LOG_ERR,
-				 "exec t: cannot run /nonexistent/imapidled-test-command: No such "
-				 "file or directory; the events count as handled"));
+	assert_true(log_capture_has_line(&f->logs, LOG_ERR,
+					 "exec t: cannot run /nonexistent/imapidled-test-command: "
+					 "No such file or directory; the events count as handled"));
 
 	/* Logged once per change of state: the next failure is quiet. */
 	push_new(f, "work", "INBOX", 2, "b");
 	run_until_idle(f);
 	assert_int_equal(f->n_accepted, 2);
-	assert_int_equal(log_count(f, LOG_ERR, "cannot run"), 1);
-	assert_int_equal(log_count(f, LOG_DEBUG, "cannot run"), 1);
+	assert_int_equal(log_capture_count(&f->logs, LOG_ERR, "cannot run"), 1);
+	assert_int_equal(log_capture_count(&f->logs, LOG_DEBUG, "cannot run"), 1);
 
 	/* Looked up in PATH too. */
 	f->sink = sink_exec_free(f->sink);
@@ -650,15 +538,15 @@ static void test_output_and_status(void **state)
 	push_new(f, "work", "INBOX", 1, "a");
 	run_until_idle(f);
 
-	assert_true(log_has_line(f, LOG_INFO, "exec t: stdout: to stdout"));
-	assert_true(log_has_line(f, LOG_INFO, "exec t: stderr: to stderr"));
-	assert_true(log_has_line(f, LOG_INFO, "exec t: stdout: crlf line"));
-	assert_true(log_has_line(f, LOG_INFO, "exec t: stderr: no newline"));
+	assert_true(log_capture_has_line(&f->logs, LOG_INFO, "exec t: stdout: to stdout"));
+	assert_true(log_capture_has_line(&f->logs, LOG_INFO, "exec t: stderr: to stderr"));
+	assert_true(log_capture_has_line(&f->logs, LOG_INFO, "exec t: stdout: crlf line"));
+	assert_true(log_capture_has_line(&f->logs, LOG_INFO, "exec t: stderr: no newline"));
 	strcpy(want, "exec t: stdout: ");
 	memset(want + strlen(want), 'x', SINK_EXEC_LINE_MAX);
 	strcpy(want + strlen("exec t: stdout: ") + SINK_EXEC_LINE_MAX, " [truncated]");
-	assert_true(log_has_line(f, LOG_INFO, want));
-	assert_true(log_has_line(f, LOG_WARNING, "exec t: exited with status 3"));
+	assert_true(log_capture_has_line(&f->logs, LOG_INFO, want));
+	assert_true(log_capture_has_line(&f->logs, LOG_WARNING, "exec t: exited with status 3"));
 	assert_int_equal(f->n_accepted, 1);
 }
 
@@ -688,7 +576,7 @@ static void test_post_command(void **state)
 	free(order);
 	order = read_in(f, "order", NULL);
 	assert_string_equal(order, "cmd ok\npost 2 2\ncmd fail\n");
-	assert_true(log_has_line(f, LOG_WARNING, "exec t: exited with status 1"));
+	assert_true(log_capture_has_line(&f->logs, LOG_WARNING, "exec t: exited with status 1"));
 	assert_int_equal(f->n_accepted, 3);
 }
 
@@ -705,7 +593,7 @@ static void test_stdin_not_read(void **state)
 		push_new(f, "work", "INBOX", i, subject);
 	run_until_idle(f);
 	assert_int_equal(f->n_accepted, 1000);
-	assert_true(log_has_line(f, LOG_DEBUG, "exec t: exited with status 0"));
+	assert_true(log_capture_has_line(&f->logs, LOG_DEBUG, "exec t: exited with status 0"));
 
 	/* One that closes stdin at once: the write fails with EPIPE, not the daemon. */
 	f->sink = sink_exec_free(f->sink);
@@ -732,7 +620,7 @@ static void test_queue_limit(void **state)
 	assert_true(run_until(f, one_accepted));
 	for (uint32_t i = 0; i < SINK_EXEC_QUEUE_MAX + 5; i++)
 		push_new(f, "work", "INBOX", 2 + i, "queued");
-	run_for(f, 20);
+	loop_run_for(f->loop, 20 * USEC_PER_MSEC);
 	/* The five oldest were coalesced and accepted at once, in push order. */
 	assert_int_equal(f->n_accepted, 1 + 5);
 	for (size_t i = 0; i < f->n_accepted; i++)
@@ -769,8 +657,8 @@ static void test_no_fd_leak(void **state)
 	close(p[0]);
 	close(p[1]);
 
-	for (size_t i = 0; i < f->n_logs; i++) {
-		const char *t = f->logs[i].text;
+	for (size_t i = 0; i < f->logs.n; i++) {
+		const char *t = f->logs.lines[i].text;
 
 		if (strncmp(t, "exec t: stdout: ", 16) != 0)
 			continue;
@@ -804,7 +692,7 @@ static void test_free_while_running(void **state)
 	for (int i = 0; i < 200 && !process_gone(pid); i++)
 		assert_true(sd_event_run(f->loop, 10 * USEC_PER_MSEC) >= 0);
 	assert_true(process_gone(pid));
-	run_for(f, 20); /* the loop reaps it */
+	loop_run_for(f->loop, 20 * USEC_PER_MSEC); /* the loop reaps it */
 	assert_int_equal(waitpid(pid, NULL, WNOHANG), -1);
 	assert_int_equal(errno, ECHILD);
 	assert_int_equal(f->n_accepted, 1);
@@ -825,7 +713,7 @@ static void test_free_then_loop_freed(void **state)
 	assert_true(run_until(f, pid_written));
 	pid = read_pid(f, "pid");
 	f->sink = sink_exec_free(f->sink);
-	run_for(f, 100);
+	loop_run_for(f->loop, 100 * USEC_PER_MSEC);
 	assert_false(process_gone(pid));
 	f->loop = sd_event_unref(f->loop);
 	assert_int_equal(kill(pid, 0), -1);
@@ -851,7 +739,7 @@ static void test_new_invalid(void **state)
 	assert_int_equal(sink_exec_new(f->loop, &cfg, NULL, NULL, &f->sink), 0);
 	push_new(f, "work", "INBOX", 1, "a");
 	run_until_idle(f);
-	assert_true(log_has_line(f, LOG_DEBUG, "exec t: exited with status 0"));
+	assert_true(log_capture_has_line(&f->logs, LOG_DEBUG, "exec t: exited with status 0"));
 	assert_null(sink_exec_free(NULL));
 	assert_false(sink_exec_busy(NULL));
 }

@@ -5,9 +5,9 @@
 #include <cmocka.h>
 
 #include <dirent.h>
-#include <ftw.h>
 #include <sys/stat.h>
 
+#include "helpers.h"
 #include "http-test-server.h"
 #include "log.h"
 #include "sink/webhook.h"
@@ -27,22 +27,10 @@ struct fixture {
 	struct sink_webhook *sink;
 	struct config_webhook cfg;
 	char url[128];
-	char **logs;
-	size_t n_logs;
+	struct log_capture logs;
 	struct mail_event **accepted;
 	size_t n_accepted;
 };
-
-static void capture_log(int level, const char *line, void *userdata)
-{
-	struct fixture *f = userdata;
-
-	f->logs = reallocarray(f->logs, f->n_logs + 1, sizeof(*f->logs));
-	assert_non_null(f->logs);
-	f->logs[f->n_logs] = strdup(line);
-	assert_non_null(f->logs[f->n_logs]);
-	f->n_logs++;
-}
 
 static void on_accepted(void *userdata, struct mail_event *e)
 {
@@ -58,8 +46,7 @@ static int setup(void **state)
 	struct fixture *f = calloc(1, sizeof(*f));
 
 	assert_non_null(f);
-	snprintf(f->dir, sizeof(f->dir), "/tmp/test-sink-webhook-XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
+	tmpdir_make(f->dir, sizeof(f->dir), "sink-webhook");
 	snprintf(f->state, sizeof(f->state), "%s/state", f->dir);
 	snprintf(f->log, sizeof(f->log), "%s/requests", f->dir);
 	f->server = test_server_start(f->log);
@@ -74,14 +61,9 @@ static int setup(void **state)
 	};
 	snprintf(f->url, sizeof(f->url), "http://127.0.0.1:%d/status/200", f->server.port);
 	log_set_level(LOG_DEBUG);
-	log_set_sink(capture_log, f);
+	log_capture_start(&f->logs);
 	*state = f;
 	return 0;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
 }
 
 static int teardown(void **state)
@@ -91,14 +73,11 @@ static int teardown(void **state)
 	f->sink = sink_webhook_free(f->sink);
 	f->loop = sd_event_unref(f->loop);
 	test_server_stop(&f->server);
-	log_set_sink(NULL, NULL);
-	for (size_t i = 0; i < f->n_logs; i++)
-		free(f->logs[i]);
-	free(f->logs);
+	log_capture_done(&f->logs);
 	for (size_t i = 0; i < f->n_accepted; i++)
 		mail_event_unref(f->accepted[i]);
 	free(f->accepted);
-	nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	tmpdir_remove(f->dir);
 	free(f);
 	return 0;
 }
@@ -146,34 +125,16 @@ static struct sink_webhook_stats stats(struct fixture *f)
 }
 
 /* Runs the loop until cond holds (or limit passes); returns whether it held. */
-#define RUN_UNTIL(f, cond, limit)                                                           \
-	({                                                                                  \
-		usec_t _end = now_usec(CLOCK_MONOTONIC) + (limit);                          \
-		while (!(cond) && now_usec(CLOCK_MONOTONIC) < _end)                         \
-			assert_true(sd_event_run((f)->loop, 50 * USEC_PER_MSEC) >= 0);      \
-		(cond);                                                                     \
-	})
+#define RUN_UNTIL(f, cond, limit) LOOP_RUN_UNTIL((f)->loop, cond, limit)
 
 static bool logged(const struct fixture *f, const char *needle)
 {
-	for (size_t i = 0; i < f->n_logs; i++)
-		if (strstr(f->logs[i], needle))
-			return true;
-	return false;
+	return log_capture_has(&f->logs, needle);
 }
 
 static char *requests(struct fixture *f)
 {
-	static char buf[1 << 20];
-	FILE *s = fopen(f->log, "re");
-	size_t n = 0;
-
-	if (s) {
-		n = fread(buf, 1, sizeof(buf) - 1, s);
-		fclose(s);
-	}
-	buf[n] = '\0';
-	return buf;
+	return file_text(f->log);
 }
 
 static size_t count(const char *hay, const char *needle)

@@ -6,9 +6,9 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <sys/stat.h>
 
+#include "helpers.h"
 #include "log.h"
 #include "spool.h"
 
@@ -34,17 +34,11 @@ static int setup(void **state)
 	struct fixture *f = calloc(1, sizeof(*f));
 
 	assert_non_null(f);
-	snprintf(f->root, sizeof(f->root), "/tmp/test-spool-XXXXXX");
-	assert_non_null(mkdtemp(f->root));
+	tmpdir_make(f->root, sizeof(f->root), "spool");
 	snprintf(f->dir, sizeof(f->dir), "%s/state/spool/hook", f->root);
 	log_set_sink(capture_log, f);
 	*state = f;
 	return 0;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
 }
 
 static int teardown(void **state)
@@ -52,7 +46,7 @@ static int teardown(void **state)
 	struct fixture *f = *state;
 
 	log_set_sink(NULL, NULL);
-	nftw(f->root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	tmpdir_remove(f->root);
 	free(f);
 	return 0;
 }

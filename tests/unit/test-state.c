@@ -6,11 +6,11 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include "helpers.h"
 #include "state.h"
 
 /* Each test gets a fresh directory; the state dir inside it does not exist yet, so every
@@ -25,34 +25,19 @@ static int setup(void **state)
 	struct fixture *f = calloc(1, sizeof(*f));
 
 	assert_non_null(f);
-	snprintf(f->root, sizeof(f->root), "/tmp/test-state-XXXXXX");
-	assert_non_null(mkdtemp(f->root));
+	tmpdir_make(f->root, sizeof(f->root), "state");
 	snprintf(f->dir, sizeof(f->dir), "%s/a/state", f->root);
 	*state = f;
 	return 0;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
 }
 
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
 
-	nftw(f->root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	tmpdir_remove(f->root);
 	free(f);
 	return 0;
-}
-
-static void write_file(const char *path, const char *content, size_t n)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, content, n), (ssize_t)n);
-	close(fd);
 }
 
 static char *read_text(const char *path)
@@ -209,7 +194,7 @@ static void test_corrupt(void **state)
 	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
 		size_t n = bad[i].len ? bad[i].len : strlen(bad[i].content);
 
-		write_file(path, bad[i].content, n);
+		file_write(path, bad[i].content, n, 0600);
 		l.known = false;
 		if (state_load(f->dir, "work", "INBOX", &l) != -EBADMSG)
 			fail_msg("expected -EBADMSG for case %zu: \"%s\"", i, bad[i].content);
@@ -218,7 +203,7 @@ static void test_corrupt(void **state)
 	/* Larger than the bound, even if it would parse. */
 	memset(big, '\n', sizeof(big));
 	memcpy(big, "uidvalidity 1\nuid 2\n", 20);
-	write_file(path, big, sizeof(big));
+	file_write(path, big, sizeof(big), 0600);
 	assert_int_equal(state_load(f->dir, "work", "INBOX", &l), -EBADMSG);
 	/* A directory in the file's place is not state. */
 	assert_int_equal(unlink(path), 0);
@@ -316,7 +301,7 @@ static void test_leftover_tmp(void **state)
 	assert_int_equal(state_path(f->dir, "work", "INBOX", &path), 0);
 	/* What a crash between mkstemp and rename leaves behind. */
 	assert_true(asprintf(&tmp, "%s.tmp.Ab12Cd", path) > 0);
-	write_file(tmp, "uidvalid", 8);
+	file_write(tmp, "uidvalid", 8, 0600);
 	assert_int_equal(state_load(f->dir, "work", "INBOX", &l), 0);
 	assert_int_equal(l.uid, 30);
 	s.uid = 31;
@@ -402,8 +387,8 @@ static void test_invalid(void **state)
 	char mb[200];
 	snprintf(mb, sizeof(mb), "%s/mailboxes", f->dir);
 	assert_int_equal(state_save(f->dir, "work", "INBOX", &s), 0);
-	assert_int_equal(nftw(mb, rm_entry, 4, FTW_DEPTH | FTW_PHYS), 0);
-	write_file(mb, "", 0);
+	assert_int_equal(rm_rf(mb), 0);
+	file_write(mb, "", 0, 0600);
 	assert_int_equal(state_save(f->dir, "work", "INBOX", &s), -ENOTDIR);
 	assert_int_equal(state_load(f->dir, "work", "INBOX", &l), -ENOTDIR);
 }
