@@ -2,8 +2,24 @@
  *
  * The sink opens its own connection to the user's session bus (sd_bus_open_user():
  * $DBUS_SESSION_BUS_ADDRESS, else $XDG_RUNTIME_DIR/bus) and drives it from the given sd-event
- * loop. Nothing here blocks: matches are added with the async calls, every method call is
- * asynchronous.
+ * loop. Nothing here blocks: the socket's connect() is local, authentication and Hello run
+ * from the loop, matches are added with the async calls, every method call is asynchronous.
+ *
+ * The bus:
+ *   - Events pushed while the connection is being set up wait for it (at most
+ *     SINK_DESKTOP_CONNECT_TIMEOUT_USEC; a bus that has not answered by then counts as a
+ *     failed attempt).
+ *   - No bus to connect to, or the connection lost (its Disconnected: the bus restarted or
+ *     dropped us): said once at warning, with the address once known. Until a connection stands,
+ *     every event is accepted without a popup, as without a server: a popup is of the moment,
+ *     and neither the other sinks nor the mailboxes wait for the desktop. Attempts follow
+ *     backoff.h's schedule with SINK_DESKTOP_RETRY_MAX_USEC as its cap: within a second of
+ *     losing a connection that had stood for a minute, then retry-later with jitter. Failed
+ *     attempts are logged at debug; the new connection once at notice. It gets its matches
+ *     again and GetCapabilities is asked again. Everything tied to the old connection goes
+ *     with it: calls in flight, and the popups (ids, tokens, a burst's summary), so that no
+ *     id of the old server is ever sent to the new one (a burst then gets a new summary).
+ *   - Neither $DBUS_SESSION_BUS_ADDRESS nor $XDG_RUNTIME_DIR: said once; never attempted.
  *
  * The server (Desktop Notifications Specification 1.2):
  *   - GetCapabilities is asked first and cached; events pushed meanwhile wait for the answer
@@ -12,8 +28,6 @@
  *   - No server (the name has no owner): said once at warning; events are accepted without a
  *     popup until the name appears again, which is said once at notice. The server's
  *     signals are only believed from the unique name that owns the name.
- *   - No session bus at all, or the connection is lost: said once at warning; from then on
- *     every event is accepted without a popup. The other sinks are not affected.
  *
  * One message (mail.received): Notify(app_name "imapidled", icon "mail-unread", summary = the
  * sender's display name, else address, body = the subject (markup-escaped when the server
@@ -47,7 +61,8 @@
  *
  * Acceptance (sink.h): from the loop, in push order, when the event's Notify was handed to
  * the bus, when it was folded into a summary whose Notify is sent or due, or when the sink
- * gave up on it (no bus, no server, a call that could not be sent).
+ * gave up on it (no bus, no server, a call that could not be sent). A Notify handed to a
+ * connection that is then lost is not sent again.
  *
  * Requirement: SIGCHLD blocked (sd-event watches on_click's children through it). */
 #pragma once
@@ -63,6 +78,8 @@
 #define SINK_DESKTOP_POPUPS_MAX 256
 #define SINK_DESKTOP_CAPS_TIMEOUT_USEC (5 * USEC_PER_SEC)
 #define SINK_DESKTOP_CALL_TIMEOUT_USEC (10 * USEC_PER_SEC)
+#define SINK_DESKTOP_CONNECT_TIMEOUT_USEC (5 * USEC_PER_SEC)
+#define SINK_DESKTOP_RETRY_MAX_USEC (1 * USEC_PER_MINUTE)
 
 struct sink_desktop;
 
@@ -71,7 +88,8 @@ struct sink_desktop;
 int sink_desktop_new(const struct sink_context *ctx, struct sink_desktop **ret);
 
 /* NULL-safe; returns NULL. No callback after this; events not yet accepted are dropped. The
- * bus connection is closed without flushing (that could block). */
+ * bus connection is closed without flushing (that could block), also when the loop exits
+ * first; a pending attempt is cancelled. */
 struct sink_desktop *sink_desktop_free(struct sink_desktop *s);
 static inline void sink_desktop_freep(struct sink_desktop **s)
 {

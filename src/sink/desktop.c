@@ -4,10 +4,12 @@
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/random.h>
 #include <sys/wait.h>
 
 #include <systemd/sd-bus.h>
 
+#include "backoff.h"
 #include "log.h"
 #include "proc/child.h"
 
@@ -19,17 +21,23 @@ extern char **environ;
 #define APP_NAME "imapidled"
 #define ICON "mail-unread"
 #define CATEGORY "email.arrived"
+#define LOCAL_IFACE "org.freedesktop.DBus.Local"
+
+/* A connection that stayed up this long was healthy: its loss starts the backoff afresh. */
+#define BUS_HEALTHY_AFTER (60 * USEC_PER_SEC)
 
 enum server_state {
-	SERVER_NO_BUS,  /* no session bus, or it was lost: everything is accepted unseen */
-	SERVER_ASKING,  /* GetCapabilities in flight: events wait */
-	SERVER_MISSING, /* nobody owns the name: events are accepted unseen */
+	SERVER_NO_BUS,     /* no session bus, or it was lost: everything is accepted unseen */
+	SERVER_CONNECTING, /* authentication and Hello under way: events wait */
+	SERVER_ASKING,     /* GetCapabilities in flight: events wait */
+	SERVER_MISSING,    /* nobody owns the name: events are accepted unseen */
 	SERVER_READY,
 	_SERVER_MAX,
 };
 
 static const char *const server_state_names[_SERVER_MAX] = {
 	[SERVER_NO_BUS] = "no-bus",
+	[SERVER_CONNECTING] = "connecting",
 	[SERVER_ASKING] = "asking",
 	[SERVER_MISSING] = "missing",
 	[SERVER_READY] = "ready",
@@ -88,12 +96,19 @@ struct sink_desktop {
 	int (*mark_seen)(void *hook_userdata, const struct mail_event *e);
 	void *hook_userdata;
 
-	sd_bus *bus;
+	sd_bus *bus; /* NULL, or closed, while SERVER_NO_BUS */
 	sd_bus_slot *owner_match, *signal_match, *filter, *caps_call;
 	enum server_state state;
 	char *owner; /* unique name of the server, when known */
 	struct caps caps;
 	bool said_missing; /* "no notification server" was logged and not yet taken back */
+
+	/* The connection's own life: lost, it is opened again after a backoff. */
+	char *address;              /* of the last connection that was opened, for the logs */
+	struct backoff backoff;     /* between attempts */
+	sd_event_source *bus_timer; /* NO_BUS: the next attempt; CONNECTING: its deadline */
+	usec_t up_since;            /* CLOCK_BOOTTIME, when a connection was last established */
+	bool said_no_bus;           /* a lost or absent bus was logged and not yet taken back */
 
 	struct queued *queue; /* pushed, not yet accepted */
 	size_t n_queue, allocated_queue;
@@ -340,8 +355,13 @@ static int popup_send(struct sink_desktop *s, struct popup *p)
 		r = sd_bus_call_async(s->bus, &p->call, m, on_notify_reply, p,
 				      SINK_DESKTOP_CALL_TIMEOUT_USEC);
 	if (r < 0) {
-		log_warning_errno(r, "desktop: %s/%s: cannot send a notification: %m; ignoring",
-				  p->e->account, p->e->mailbox);
+		/* A connection that is going fails every call until its Disconnected is
+		 * dispatched, which says so once (on_disconnect()). */
+		log_full_errno(sd_bus_is_open(s->bus) > 0 && r != -ENOTCONN && r != -ECONNRESET
+				       ? LOG_WARNING
+				       : LOG_DEBUG,
+			       r, "desktop: %s/%s: cannot send a notification: %m; ignoring",
+			       p->e->account, p->e->mailbox);
 		popup_free(p);
 		return r;
 	}
@@ -590,15 +610,16 @@ static int on_defer(sd_event_source *source, void *userdata)
 	struct queued *batch;
 	size_t n;
 
-	if (s->state == SERVER_ASKING || s->n_queue == 0)
-		return 0; /* the answer kicks us again */
+	if (s->state == SERVER_CONNECTING || s->state == SERVER_ASKING || s->n_queue == 0)
+		return 0; /* the answer, or the deadline, kicks us again */
 	batch = TAKE_PTR(s->queue);
 	n = s->n_queue;
 	s->n_queue = s->allocated_queue = 0;
 	if (s->state == SERVER_READY)
 		show_batch(s, batch, n);
 	else
-		log_debug("desktop: no notification server, %zu event(s) not shown", n);
+		log_debug("desktop: %s, %zu event(s) not shown",
+			  s->state == SERVER_NO_BUS ? "no session bus" : "no notification server", n);
 	accept_batch(s, batch, n);
 	return 0;
 }
@@ -705,7 +726,7 @@ static int on_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret
 	const char *name, *old_owner, *new_owner;
 
 	if (sd_bus_message_read(m, "sss", &name, &old_owner, &new_owner) < 0 ||
-	    !streq(name, NOTIFY_NAME) || s->state == SERVER_NO_BUS)
+	    !streq(name, NOTIFY_NAME) || s->state < SERVER_ASKING)
 		return 0;
 	if (!*new_owner) {
 		server_missing(s, "the notification server left the session bus");
@@ -861,21 +882,108 @@ static int on_server_signal(sd_bus_message *m, void *userdata, sd_bus_error *ret
 	return 0;
 }
 
-static int on_disconnect(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
-{
-	struct sink_desktop *s = userdata;
+/* ---- The connection --------------------------------------------------------------------- */
 
-	if (!sd_bus_message_is_signal(m, "org.freedesktop.DBus.Local", "Disconnected") ||
-	    s->state == SERVER_NO_BUS)
-		return 0;
-	log_warning("desktop: lost the session bus; notifications are not shown from now on");
+/* Lets go of the connection and of all that is tied to it: calls in flight, matches, and the
+ * popups, whose ids would mean nothing to the server behind another connection. Never from
+ * one of the connection's own callbacks. */
+static void bus_release(struct sink_desktop *s)
+{
+	popups_clear(s);
+	s->caps_call = sd_bus_slot_unref(s->caps_call);
+	s->owner_match = sd_bus_slot_unref(s->owner_match);
+	s->signal_match = sd_bus_slot_unref(s->signal_match);
+	s->filter = sd_bus_slot_unref(s->filter);
+	if (s->bus) {
+		(void)sd_bus_detach_event(s->bus);
+		s->bus = sd_bus_close_unref(s->bus);
+	}
+}
+
+static void bus_timer_set(struct sink_desktop *s, usec_t delay)
+{
+	int r = sd_event_source_set_time_relative(s->bus_timer, delay);
+
+	if (r >= 0)
+		r = sd_event_source_set_enabled(s->bus_timer, SD_EVENT_ONESHOT);
+	if (r < 0)
+		log_error_errno(r, "desktop: cannot schedule the next session bus attempt: %m");
+}
+
+/* No usable connection (the connection may still exist, closed, when this runs from its
+ * Disconnected): what belonged to it goes, events are accepted unseen, and the next attempt
+ * follows the backoff. The first of an outage is said at warning, the rest at debug. */
+static void bus_down(struct sink_desktop *s, enum backoff_class c, int error, const char *why)
+{
+	usec_t delay = backoff_next(&s->backoff, c);
+	int level = s->said_no_bus ? LOG_DEBUG : LOG_WARNING;
+	const char *until = s->up_since ? "it is back" : "it appears";
+	char buf[32];
+
+	format_duration(buf, sizeof(buf), delay);
+	/* why reads on with " at ADDRESS". */
+	if (error)
+		log_full_errno(level, error, "desktop: %s%s%s (%m); no notifications until %s, "
+			       "next attempt in %s", why, s->address ? " at " : "",
+			       strempty(s->address), until, buf);
+	else
+		log_full(level, "desktop: %s%s%s; no notifications until %s, next attempt in %s",
+			 why, s->address ? " at " : "", strempty(s->address), until, buf);
+	s->said_no_bus = true;
+	/* The server behind the next connection is reported afresh. */
+	s->said_missing = false;
+	s->owner = mfree(s->owner);
+	s->caps = (struct caps){ 0 };
 	s->caps_call = sd_bus_slot_unref(s->caps_call);
 	popups_clear(s);
 	server_set_state(s, SERVER_NO_BUS);
+	bus_timer_set(s, delay);
+}
+
+/* The AddMatch reply for NameOwnerChanged, the first reply on a new connection: it is
+ * established (authenticated, Hello answered), and the name is watched before
+ * GetCapabilities is asked, so no change of owner falls in between. */
+static int on_watching(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
+{
+	struct sink_desktop *s = userdata;
+	const sd_bus_error *e = sd_bus_message_get_error(m);
+
+	if (s->state != SERVER_CONNECTING || (e && sd_bus_is_open(s->bus) <= 0))
+		return 0; /* the connection is going: its Disconnected follows */
+	if (e)
+		log_warning("desktop: cannot watch %s (%s: %s); a restarted server is not noticed, "
+			    "ignoring", NOTIFY_NAME, e->name, strna(e->message));
+	(void)sd_event_source_set_enabled(s->bus_timer, SD_EVENT_OFF);
+	if (s->said_no_bus)
+		log_notice("desktop: %s the session bus at %s",
+			   s->up_since ? "reconnected to" : "connected to", strna(s->address));
+	s->said_no_bus = false;
+	s->up_since = now_usec(CLOCK_BOOTTIME);
+	server_ask(s);
 	return 0;
 }
 
-/* ---- Set-up ----------------------------------------------------------------------------- */
+static int on_disconnect(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
+{
+	struct sink_desktop *s = userdata;
+	bool healthy;
+
+	if (!sd_bus_message_is_signal(m, LOCAL_IFACE, "Disconnected") ||
+	    s->state == SERVER_NO_BUS)
+		return 0;
+	if (s->state == SERVER_CONNECTING) {
+		/* sd-bus does not say why: refused, authentication, or a different guid. */
+		bus_down(s, BACKOFF_RETRY_LATER, 0, "cannot connect to the session bus");
+		return 0;
+	}
+	/* A connection that had stood for a while starts the schedule afresh: the bus was
+	 * restarted, and is probably back in a moment. A short-lived one keeps climbing. */
+	healthy = now_usec(CLOCK_BOOTTIME) - s->up_since >= BUS_HEALTHY_AFTER;
+	if (healthy)
+		backoff_reset(&s->backoff);
+	bus_down(s, BACKOFF_RETRY_NOW, 0, "lost the session bus");
+	return 0;
+}
 
 static int bus_watch(struct sink_desktop *s)
 {
@@ -888,7 +996,7 @@ static int bus_watch(struct sink_desktop *s)
 					   "path='/org/freedesktop/DBus',"
 					   "interface='org.freedesktop.DBus',"
 					   "member='NameOwnerChanged',arg0='" NOTIFY_NAME "'",
-					   on_owner_changed, NULL, s);
+					   on_owner_changed, on_watching, s);
 	/* No sender in the rule: on_server_signal() checks it against the owner's unique
 	 * name, which is what a message carries. */
 	if (r >= 0)
@@ -899,22 +1007,84 @@ static int bus_watch(struct sink_desktop *s)
 	return r;
 }
 
-static int bus_open(struct sink_desktop *s)
+static int bus_setup(struct sink_desktop *s)
+{
+	const char *address = NULL;
+	char *copy;
+	int r;
+
+	(void)sd_bus_set_description(s->bus, "desktop");
+	if (sd_bus_get_address(s->bus, &address) >= 0 && address && (copy = strdup(address))) {
+		free(s->address);
+		s->address = copy;
+	}
+	/* sink_desktop_free() closes it; a flush when the loop exits could wait on a bus that
+	 * does not answer. */
+	r = sd_bus_set_close_on_exit(s->bus, false);
+	if (r >= 0)
+		r = sd_bus_attach_event(s->bus, s->event, SD_EVENT_PRIORITY_NORMAL);
+	if (r >= 0)
+		r = bus_watch(s);
+	return r;
+}
+
+/* One attempt. sd_bus_open_user() only connects the socket (a local connect() that does
+ * not block); authentication and Hello run from the loop and end in on_watching() or
+ * Disconnected, or in the deadline. */
+static void bus_connect(struct sink_desktop *s)
 {
 	int r;
 
+	bus_release(s);
 	r = sd_bus_open_user(&s->bus);
-	if (r < 0) {
+	if (r == -ENOMEDIUM) {
+		/* Neither $DBUS_SESSION_BUS_ADDRESS nor $XDG_RUNTIME_DIR: nothing to wait for. */
 		log_warning_errno(r, "desktop: no session bus (%m); notifications are not shown");
-		return 0;
+		return;
 	}
-	(void)sd_bus_set_description(s->bus, "desktop");
-	r = sd_bus_attach_event(s->bus, s->event, SD_EVENT_PRIORITY_NORMAL);
 	if (r >= 0)
-		r = bus_watch(s);
+		r = bus_setup(s);
+	if (r < 0) {
+		bus_release(s);
+		bus_down(s, BACKOFF_RETRY_LATER, r, "no session bus");
+		return;
+	}
+	server_set_state(s, SERVER_CONNECTING);
+	bus_timer_set(s, SINK_DESKTOP_CONNECT_TIMEOUT_USEC);
+}
+
+static int on_bus_timer(sd_event_source *source, uint64_t usec, void *userdata)
+{
+	struct sink_desktop *s = userdata;
+
+	if (s->state == SERVER_NO_BUS) {
+		bus_connect(s);
+	} else if (s->state == SERVER_CONNECTING) {
+		bus_release(s);
+		bus_down(s, BACKOFF_RETRY_LATER, 0, "no answer in time from the session bus");
+	}
+	return 0;
+}
+
+/* ---- Set-up ----------------------------------------------------------------------------- */
+
+static int bus_init(struct sink_desktop *s)
+{
+	uint64_t seed;
+	int r;
+
+	/* Jitter differs between runs, so that the daemons of a session restarted with the bus
+	 * do not come back in lockstep. */
+	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed))
+		seed = now_usec(CLOCK_MONOTONIC) ^ (uintptr_t)s;
+	backoff_init(&s->backoff, BACKOFF_BASE_DEFAULT, SINK_DESKTOP_RETRY_MAX_USEC, seed);
+	r = sd_event_add_time_relative(s->event, &s->bus_timer, CLOCK_BOOTTIME, 0, USEC_PER_MSEC,
+				       on_bus_timer, s);
+	if (r >= 0)
+		r = sd_event_source_set_enabled(s->bus_timer, SD_EVENT_OFF);
 	if (r < 0)
-		return log_error_errno(r, "desktop: cannot set up the session bus: %m");
-	server_ask(s);
+		return r;
+	bus_connect(s);
 	return 0;
 }
 
@@ -954,7 +1124,7 @@ int sink_desktop_new(const struct sink_context *ctx, struct sink_desktop **ret)
 	if (r >= 0)
 		r = sd_event_source_set_enabled(s->defer_source, SD_EVENT_OFF);
 	if (r >= 0)
-		r = bus_open(s);
+		r = bus_init(s);
 	if (r < 0)
 		return r;
 	*ret = TAKE_PTR(s);
@@ -971,19 +1141,14 @@ struct sink_desktop *sink_desktop_free(struct sink_desktop *s)
 		s->bursts = b->next;
 		burst_free(b);
 	}
-	s->caps_call = sd_bus_slot_unref(s->caps_call);
-	s->owner_match = sd_bus_slot_unref(s->owner_match);
-	s->signal_match = sd_bus_slot_unref(s->signal_match);
-	s->filter = sd_bus_slot_unref(s->filter);
-	if (s->bus) {
-		(void)sd_bus_detach_event(s->bus);
-		s->bus = sd_bus_close_unref(s->bus);
-	}
+	s->bus_timer = sd_event_source_disable_unref(s->bus_timer);
+	bus_release(s);
 	for (size_t i = 0; i < s->n_queue; i++)
 		mail_event_unref(s->queue[i].e);
 	free(s->queue);
 	s->defer_source = sd_event_source_disable_unref(s->defer_source);
 	free(s->owner);
+	free(s->address);
 	strv_free(s->cfg.on_click);
 	free(s->cfg.desktop_entry);
 	sd_event_unref(s->event);

@@ -5,6 +5,7 @@ server, no bus at all.
 import json
 import os
 import re
+import signal
 import time
 
 import dbus
@@ -329,3 +330,78 @@ def _cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _line_time(d, pattern, since=0):
+    """The monotonic time at which the daemon logged the first line matching pattern."""
+    rx = re.compile(pattern)
+    return next(t for t, text in d.timed_lines(since) if rx.search(text))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_session_bus_restarts(start, mail_user, notification_daemon, session_bus,
+                              event_recorder, sig):
+    """The bus goes under the daemon (restarted, or crashed: SIGKILL leaves its socket behind,
+    refusing) and a new one comes up at the same path, as a user's bus does at
+    $XDG_RUNTIME_DIR/bus: the notifications resume on it, the loss and the return said once."""
+    d = start(recorder=event_recorder,
+              env={"DBUS_SESSION_BUS_ADDRESS": session_bus.path_address})
+    mail_user.deliver(subject="before")
+    notification_daemon.wait_for_notifications(1)
+    mark = d.mark()
+    session_bus.stop(sig)
+    d.wait_for_log(r"desktop: lost the session bus at " + re.escape(session_bus.path_address),
+                   since=mark)
+    # Meanwhile the other sinks and the mailbox move on; the popup is not shown later.
+    uid = mail_user.deliver(subject="while the bus is down")
+    event_recorder.wait_for_uid("a", "INBOX", uid)
+    assert d.running
+
+    session_bus.start()
+    up = time.monotonic()
+    notification_daemon.restart()
+    # Attempts are at most 1 s apart at first, then [1 s, 4 s], [1 s, 8 s], ...
+    d.wait_for_log(r"desktop: reconnected to the session bus at ", since=mark, timeout=20)
+    # Whichever came first on the new bus, the daemon or the server, it asks the server.
+    notification_daemon.wait_for_call("GetCapabilities")
+    mail_user.deliver(subject="after the restart")
+    n = notification_daemon.wait_for_notifications(1, timeout=15)
+    seen = time.monotonic()
+    assert [x.body for x in n] == ["after the restart"]
+    lines = d.lines(mark)
+    assert len([x for x in lines if "lost the session bus" in x]) == 1, d.log_tail()
+    assert len([x for x in lines if "reconnected to the session bus" in x]) == 1, d.log_tail()
+    print(f"bus up → reconnected: "
+          f"{_line_time(d, 'reconnected to the session bus', mark) - up:.2f} s; "
+          f"bus up → Notify of the next mail: {seen - up:.2f} s")
+
+
+def test_reload_and_stop_while_the_bus_is_down(start, mail_user, notification_daemon,
+                                               session_bus, event_recorder):
+    """A reload builds a new desktop sink while there is no bus: it says so and retries on
+    its own; a shutdown in the middle of the attempts is clean (the fixture checks the
+    sanitizers)."""
+    d = start(recorder=event_recorder,
+              env={"DBUS_SESSION_BUS_ADDRESS": session_bus.path_address})
+    mail_user.deliver(subject="before")
+    notification_daemon.wait_for_notifications(1)
+    session_bus.stop()
+    d.wait_for_log(r"desktop: lost the session bus")
+    mark = d.mark()
+    d.reload()
+    d.wait_for_log(r"reloaded ", since=mark)
+    d.wait_for_log(r"desktop: no session bus .*no notifications until it appears", since=mark)
+    uid = mail_user.deliver(subject="after the reload")
+    event_recorder.wait_for_uid("a", "INBOX", uid)
+
+    session_bus.start()
+    notification_daemon.restart()
+    d.wait_for_log(r"desktop: connected to the session bus at ", since=mark, timeout=20)
+    notification_daemon.wait_for_call("GetCapabilities")
+    mail_user.deliver(subject="on the new bus")
+    assert [x.body for x in notification_daemon.wait_for_notifications(1, timeout=15)] == [
+        "on the new bus"]
+
+    session_bus.stop()
+    d.wait_for_log(r"desktop: lost the session bus", since=mark)
+    assert d.stop() == 0, d.log_tail()

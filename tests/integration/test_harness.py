@@ -6,6 +6,7 @@ import http.client
 import imaplib
 import os
 import select
+import signal
 import socket
 import ssl
 import stat
@@ -314,6 +315,27 @@ def test_notification_daemon_stop_and_restart(notification_daemon, session_bus):
     n.start()
     assert n.notify("two") == 1  # a new server counts from 1 again
     assert [x.summary for x in n.notifications()] == ["two"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_session_bus_restarts_at_the_same_path(notification_daemon, session_bus, sig):
+    old_address, old_pid = session_bus.address, session_bus.pid
+    assert session_bus.path_address == "unix:path=" + session_bus.socket_path
+    session_bus.stop(sig)
+    assert not util.pid_alive(old_pid)
+    # SIGKILL leaves the socket behind, refusing connections, as a crashed bus does.
+    assert os.path.exists(session_bus.socket_path) == (sig == signal.SIGKILL)
+    session_bus.start()
+    assert session_bus.address != old_address  # another guid
+    assert session_bus.address.startswith(session_bus.path_address + ",guid=")
+    assert not session_bus.name_has_owner(bus.NOTIFY_NAME)
+    notification_daemon.restart()
+    assert notification_daemon.notify("on the new bus") == 1
+    conn = dbus.bus.BusConnection(session_bus.path_address)
+    try:
+        assert conn.name_has_owner(bus.NOTIFY_NAME)
+    finally:
+        conn.close()
 
 
 # -- HTTP ------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 #include <systemd/sd-bus.h>
@@ -40,11 +42,12 @@ static void test_escape_markup(void **state)
 	free(s);
 }
 
-static struct mail_event *received(const char *name, const char *address, uint32_t uid)
+static struct mail_event *received_in(const char *mailbox, const char *name,
+				      const char *address, uint32_t uid)
 {
 	struct mail_event_input in = {
 		.account = "work",
-		.mailbox = "INBOX",
+		.mailbox = mailbox,
 		.uidvalidity = UIDVALIDITY,
 		.uid = uid,
 		.subject = "Lunch?",
@@ -54,6 +57,11 @@ static struct mail_event *received(const char *name, const char *address, uint32
 
 	assert_int_equal(mail_event_new_received(&in, &e), 0);
 	return e;
+}
+
+static struct mail_event *received(const char *name, const char *address, uint32_t uid)
+{
+	return received_in("INBOX", name, address, uid);
 }
 
 static void test_summary_text(void **state)
@@ -125,6 +133,7 @@ struct fixture {
 	const struct mail_event *marked[8];
 	size_t n_marked;
 	int mark_result;
+	size_t n_lost, n_back; /* log lines: the bus lost, connected (again) */
 };
 
 static struct call *record(struct fixture *f, const char *method)
@@ -257,9 +266,15 @@ static int fake_mark_seen(void *userdata, const struct mail_event *e)
 	return f->mark_result;
 }
 
+static bool run_for(struct fixture *f, bool (*cond)(struct fixture *f, size_t n), size_t n,
+		    unsigned ms)
+{
+	return LOOP_RUN_UNTIL(f->loop, cond(f, n), (usec_t)ms * USEC_PER_MSEC);
+}
+
 static bool run_until(struct fixture *f, bool (*cond)(struct fixture *f, size_t n), size_t n)
 {
-	return LOOP_RUN_UNTIL(f->loop, cond(f, n), WAIT_MS * USEC_PER_MSEC);
+	return run_for(f, cond, n, WAIT_MS);
 }
 
 static bool have_calls(struct fixture *f, size_t n)
@@ -275,6 +290,16 @@ static bool have_accepted(struct fixture *f, size_t n)
 static bool have_marked(struct fixture *f, size_t n)
 {
 	return f->n_marked >= n;
+}
+
+static bool have_lost(struct fixture *f, size_t n)
+{
+	return f->n_lost >= n;
+}
+
+static bool have_back(struct fixture *f, size_t n)
+{
+	return f->n_back >= n;
 }
 
 static void sink_start(struct fixture *f)
@@ -296,12 +321,15 @@ static char *on_click[] = { "true", NULL };
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
-	char address[256];
+	char address[256], path[128];
 
 	assert_non_null(f);
 	tmpdir_make(f->dir, sizeof(f->dir), "sink-desktop");
 	bus_start(f, address, sizeof(address));
-	assert_int_equal(setenv("DBUS_SESSION_BUS_ADDRESS", address, 1), 0);
+	/* The sink gets the socket without the guid the daemon printed, as a systemd user
+	 * session sets it: a bus restarted at the same path has another guid. */
+	snprintf(path, sizeof(path), "unix:path=%s/bus", f->dir);
+	assert_int_equal(setenv("DBUS_SESSION_BUS_ADDRESS", path, 1), 0);
 	assert_int_equal(sd_event_new(&f->loop), 0);
 	server_start(f, address);
 	f->next_id = 1;
@@ -333,12 +361,55 @@ static int teardown(void **state)
 	sd_bus_slot_unref(f->vtable);
 	sd_bus_flush_close_unref(f->server);
 	sd_event_unref(f->loop);
-	kill(f->bus_pid, SIGTERM);
-	waitpid(f->bus_pid, NULL, 0);
+	if (f->bus_pid > 0) {
+		kill(f->bus_pid, SIGTERM);
+		waitpid(f->bus_pid, NULL, 0);
+	}
 	tmpdir_remove(f->dir);
 	unsetenv("DBUS_SESSION_BUS_ADDRESS");
+	log_set_sink(NULL, NULL);
+	log_set_level(LOG_WARNING);
 	free(f);
 	return 0;
+}
+
+/* The dbus-daemon dies (SIGKILL: nobody is told that the server's name is gone, and the
+ * socket stays behind, refusing), and the fake server's connection with it. */
+static void bus_stop(struct fixture *f)
+{
+	assert_int_equal(kill(f->bus_pid, SIGKILL), 0);
+	assert_int_equal(waitpid(f->bus_pid, NULL, 0), f->bus_pid);
+	f->bus_pid = 0;
+	f->vtable = sd_bus_slot_unref(f->vtable);
+	f->server = sd_bus_close_unref(f->server);
+}
+
+/* A new dbus-daemon at the same path, and a new server whose ids start at 1 again: the ids
+ * the old one gave out are now someone else's. */
+static void bus_restart(struct fixture *f)
+{
+	char address[256];
+
+	bus_start(f, address, sizeof(address));
+	server_start(f, address);
+	f->next_id = 1;
+}
+
+static void count_bus_lines(int level, const char *line, void *userdata)
+{
+	struct fixture *f = userdata;
+
+	if (strstr(line, "desktop: lost the session bus"))
+		f->n_lost++;
+	else if (strstr(line, "connected to the session bus"))
+		f->n_back++;
+}
+
+/* Bus comings and goings are said at warning and notice: count them. */
+static void watch_bus_lines(struct fixture *f)
+{
+	log_set_level(LOG_NOTICE);
+	log_set_sink(count_bus_lines, f);
 }
 
 static void settle(struct fixture *f)
@@ -448,6 +519,141 @@ static void test_no_bus(void **state)
 	mail_event_unref(e);
 }
 
+static size_t count_calls(struct fixture *f, size_t since, const char *method)
+{
+	size_t n = 0;
+
+	for (size_t i = since; i < f->n_calls; i++)
+		n += streq(f->calls[i].method, method);
+	return n;
+}
+
+static void push_all(struct fixture *f, struct mail_event **e, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(sink_desktop_push(f->sink, e[i]), 0);
+}
+
+static void unref_all(struct mail_event **e, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		mail_event_unref(e[i]);
+}
+
+/* The bus restarts under a burst's summary: meanwhile events are accepted unseen; then the
+ * sink is back on the new bus, and no id of the old server reaches the new one (its ids
+ * start at 1 again, so a stale CloseNotification or replaces_id would hit a new popup). */
+static void test_bus_restart(void **state)
+{
+	struct fixture *f = *state;
+	struct mail_event *e[8], *other = received_in("Lists", "Bob", NULL, 100);
+	size_t before;
+
+	for (uint32_t i = 0; i < ELEMENTSOF(e); i++)
+		e[i] = received("Alice", NULL, i + 1);
+	f->config.desktop.summary_window = 60 * USEC_PER_SEC; /* the burst outlasts the outage */
+	watch_bus_lines(f);
+	sink_start(f);
+	assert_int_equal(sink_desktop_push(f->sink, other), 0);
+	push_all(f, e, 1);
+	assert_true(run_until(f, have_calls, 2));
+	settle(f); /* their ids are known */
+	push_all(f, e + 1, 4);
+	/* More than 3 in the window: a summary, and the single popup closed. */
+	assert_true(run_until(f, have_calls, 4));
+	assert_true(run_until(f, have_accepted, 6));
+	settle(f);
+	assert_int_equal(count_calls(f, 0, "CloseNotification"), 1);
+	assert_string_equal(f->calls[f->n_calls - 1].summary, "5 new messages in work/INBOX");
+
+	bus_stop(f);
+	assert_true(run_until(f, have_lost, 1));
+	before = f->n_calls;
+	push_all(f, e + 5, 1);
+	assert_true(run_until(f, have_accepted, 7)); /* at once, unseen */
+	assert_int_equal(f->n_calls, before);
+
+	bus_restart(f);
+	/* The first attempt came within a second of the loss and may have failed: the next
+	 * one follows within two more. */
+	assert_true(run_for(f, have_back, 1, 10000));
+	before = f->n_calls;
+	/* Read elsewhere: its popup went with the old server, nothing to close. */
+	sink_desktop_message_changed(f->sink, "work", "Lists", UIDVALIDITY, 100,
+				     MAIL_CHANGE_SEEN);
+	push_all(f, e + 6, 1);
+	assert_true(run_until(f, have_calls, before + 1));
+	assert_true(run_until(f, have_accepted, 8));
+	settle(f);
+	assert_int_equal(f->n_calls, before + 1);
+	assert_string_equal(f->calls[before].method, "Notify");
+	assert_int_equal(f->calls[before].replaces_id, 0); /* a new summary, not the old one's id */
+	assert_string_equal(f->calls[before].summary, "6 new messages in work/INBOX");
+
+	/* The new popup's id works for the new server's signals. */
+	assert_true(sd_bus_emit_signal(f->server, "/org/freedesktop/Notifications",
+				       "org.freedesktop.Notifications", "NotificationClosed", "uu",
+				       f->calls[before].id, 2) >= 0);
+	push_all(f, e + 7, 1);
+	assert_true(run_until(f, have_calls, before + 2));
+	assert_int_equal(f->calls[before + 1].replaces_id, f->calls[before].id);
+	assert_int_equal(f->n_lost, 1);
+	assert_int_equal(f->n_back, 1);
+	unref_all(e, ELEMENTSOF(e));
+	mail_event_unref(other);
+}
+
+/* No bus when the sink starts: said once, events accepted unseen; the bus appears later. */
+static void test_bus_appears_later(void **state)
+{
+	struct fixture *f = *state;
+	struct mail_event *a = received("Alice", NULL, 1), *b = received("Bob", NULL, 2);
+
+	watch_bus_lines(f);
+	bus_stop(f);
+	sink_start(f);
+	assert_int_equal(sink_desktop_push(f->sink, a), 0);
+	assert_true(run_until(f, have_accepted, 1));
+	assert_int_equal(f->n_calls, 0);
+	bus_restart(f);
+	assert_true(run_for(f, have_back, 1, 10000));
+	assert_int_equal(sink_desktop_push(f->sink, b), 0);
+	assert_true(run_until(f, have_calls, 1));
+	assert_string_equal(f->calls[0].summary, "Bob");
+	assert_int_equal(f->n_lost, 0);
+	mail_event_unref(a);
+	mail_event_unref(b);
+}
+
+/* A socket that takes the connection but never answers: the events that wait for the
+ * connection are accepted when its deadline passes. */
+static void test_bus_that_never_answers(void **state)
+{
+	struct fixture *f = *state;
+	struct mail_event *e = received("Alice", NULL, 1);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char address[128];
+	usec_t start;
+	int fd;
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/silent", f->dir);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(fd, 8), 0);
+	snprintf(address, sizeof(address), "unix:path=%s", sa.sun_path);
+	assert_int_equal(setenv("DBUS_SESSION_BUS_ADDRESS", address, 1), 0);
+	sink_start(f);
+	start = now_usec(CLOCK_MONOTONIC);
+	assert_int_equal(sink_desktop_push(f->sink, e), 0);
+	assert_true(run_for(f, have_accepted, 1,
+			    (SINK_DESKTOP_CONNECT_TIMEOUT_USEC + 3 * USEC_PER_SEC) / USEC_PER_MSEC));
+	assert_true(now_usec(CLOCK_MONOTONIC) - start >= SINK_DESKTOP_CONNECT_TIMEOUT_USEC / 2);
+	assert_int_equal(f->n_calls, 0);
+	close(fd);
+	mail_event_unref(e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -458,6 +664,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_message_changed_closes_popup, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_summary_has_no_mark_read, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_bus, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bus_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bus_appears_later, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bus_that_never_answers, setup, teardown),
 	};
 	sigset_t mask;
 

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -64,7 +65,8 @@ def to_py(v):
 
 class SessionBus:
     """dbus-daemon --session --nofork on a private socket; `address` goes into the
-    daemon's DBUS_SESSION_BUS_ADDRESS. Stopped by PID."""
+    daemon's DBUS_SESSION_BUS_ADDRESS. Stopped by PID; stop() then start() is a bus restarted
+    at the same socket path."""
 
     name = "dbus-daemon"
 
@@ -102,6 +104,13 @@ class SessionBus:
     def pid(self):
         return self.proc.pid if self.proc else None
 
+    @property
+    def path_address(self):
+        """The socket alone, as a systemd user session sets DBUS_SESSION_BUS_ADDRESS. The
+        printed `address` also names this daemon's guid, which a client checks: given it,
+        a client refuses a bus restarted at the same path."""
+        return f"unix:path={self.socket_path}"
+
     def env(self):
         return {"DBUS_SESSION_BUS_ADDRESS": self.address}
 
@@ -124,7 +133,11 @@ class SessionBus:
                                    f"bus after {timeout} s")
             time.sleep(0.01)
 
-    def close(self):
+    def stop(self, sig=signal.SIGTERM):
+        """Stop the dbus-daemon by PID, keeping its directory for a start() at the same path.
+        SIGTERM removes the socket; SIGKILL is a crash: the socket stays, refusing, and
+        nobody on the bus is told that anyone left. Every connection to it is gone, the
+        servers' too (a NotificationDaemon needs restart() on the new bus)."""
         util.unregister(self)
         if self._conn is not None:
             try:
@@ -133,9 +146,14 @@ class SessionBus:
                 pass
             self._conn = None
         if self.proc is not None:
-            util.stop_popen(self.proc)
+            util.stop_popen(self.proc, sig=sig)
             if self.proc.stdout:
                 self.proc.stdout.close()
+            self.proc = None
+        self.address = None
+
+    def close(self):
+        self.stop()
         util.remove_tree(self.dir)
 
     def failure_report(self):
@@ -265,6 +283,18 @@ class NotificationDaemon:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"notification {notification_id} not closed within "
                                    f"{timeout} s; closed: {self.closed_ids()}")
+            time.sleep(0.02)
+
+    def wait_for_call(self, method, timeout=10.0):
+        """Wait until method was called since start() (GetCapabilities: a client is there and
+        its popups are about to be sent); returns the first call's (timestamp, args)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.calls(method)
+            if got:
+                return got[0][0], got[0][2]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {method} call within {timeout} s")
             time.sleep(0.02)
 
     def mark(self):
