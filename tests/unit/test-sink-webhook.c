@@ -8,6 +8,7 @@
 #include <ftw.h>
 #include <sys/stat.h>
 
+#include "dir-count.h"
 #include "fsync-probe.h"
 #include "http-test-server.h"
 #include "log.h"
@@ -191,17 +192,9 @@ static char *requests(struct fixture *f)
 static size_t count_files(const struct fixture *f, const char *sub)
 {
 	char path[192];
-	struct dirent *de;
-	size_t n = 0;
-	DIR *d;
 
 	snprintf(path, sizeof(path), "%s/spool/hook/%s", f->state, sub);
-	d = opendir(path);
-	assert_non_null(d);
-	while ((de = readdir(d)))
-		n += de->d_name[0] != '.';
-	closedir(d);
-	return n;
+	return dir_count(path);
 }
 
 static void assert_accepted_in_order(const struct fixture *f, const uint32_t *uids, size_t n)
