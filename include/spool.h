@@ -1,7 +1,8 @@
 /* spool: a durable queue of events on disk, one directory per webhook sink.
  *
  * Maildir-like, in DIR (STATE_DIR/spool/NAME): an event is written to tmp/, fsynced, renamed
- * into new/, and new/ is fsynced; only then does spool_add() return. So after a crash (SIGKILL,
+ * into new/, and new/ is fsynced; only then does spool_add() return. spool_add_many() does the
+ * same for several events with one fsync of new/ for all of them. So after a crash (SIGKILL,
  * power cut) an entry is either complete in new/ or absent; a leftover in tmp/ is an entry that
  * was never reported added, and spool_open() deletes it. Removal is a plain unlink without a
  * directory fsync: if a crash undoes it, the event is delivered once more, which the stable
@@ -64,6 +65,15 @@ static inline void spool_freep(struct spool **s)
  * otherwise (nothing is left behind). *ret (may be NULL) is borrowed from the spool. */
 int spool_add(struct spool *s, const struct mail_event *e, time_t now,
 	      struct spool_entry **ret);
+
+/* Write events[0..n) durably as the newest entries, in order: each file is written and
+ * fsynced, then one fsync of new/ covers them all. *ret_added counts the events added, a
+ * prefix of them, also on failure. 0 when all n were added; otherwise the error spool_add()
+ * would give for events[*ret_added], which was not added, nor was anything after it. Should
+ * the fsync of new/ fail, none was added (*ret_added is 0) and that error is returned. -EINVAL
+ * (nothing set) for a NULL s or ret_added. */
+int spool_add_many(struct spool *s, const struct mail_event *const *events, size_t n,
+		   time_t now, size_t *ret_added);
 
 /* The entry's file content (the webhook body), NUL-terminated; free() it. -ENOENT when the
  * file went away; -EBADMSG (after moving it to bad/) when it is no longer the size it had. */

@@ -335,7 +335,7 @@ struct spool *spool_free(struct spool *s)
 	return mfree(s);
 }
 
-/* tmp/NAME, fsync, rename to new/NAME, fsync new/. */
+/* tmp/NAME, fsync, rename to new/NAME. Not durable until new/ is fsynced (batch_commit). */
 static int write_entry(struct spool *s, const char *name, const char *json, size_t len)
 {
 	_cleanup_close_ int fd = -1;
@@ -351,17 +351,20 @@ static int write_entry(struct spool *s, const char *name, const char *json, size
 		r = -errno;
 	if (r == 0 && renameat(s->tmp_fd, name, s->new_fd, name) < 0)
 		r = -errno;
-	if (r == 0 && fsync(s->new_fd) < 0) {
-		r = -errno;
-		(void)unlinkat(s->new_fd, name, 0);
-	}
 	if (r < 0)
 		(void)unlinkat(s->tmp_fd, name, 0);
 	return r;
 }
 
-int spool_add(struct spool *s, const struct mail_event *e, time_t now,
-	      struct spool_entry **ret)
+/* Entries written into new/ by one spool_add_many() call, not yet fsynced into it: linked
+ * through next, not yet in the spool's list. */
+struct batch {
+	struct spool_entry *head, **tail;
+	uint64_t bytes;
+};
+
+/* e as the next entry of b (its file in new/); the cap counts b's entries too. */
+static int batch_write(struct spool *s, struct batch *b, const struct mail_event *e, time_t now)
 {
 	_cleanup_free_ struct spool_entry *en = NULL;
 	_cleanup_free_ char *json = NULL;
@@ -369,8 +372,6 @@ int spool_add(struct spool *s, const struct mail_event *e, time_t now,
 	size_t len;
 	int r;
 
-	if (!s || !e || now < 0)
-		return -EINVAL;
 	if (s->next_seq > SEQ_MAX)
 		return -EOVERFLOW;
 	r = mail_event_to_json(e, now, &json);
@@ -379,7 +380,7 @@ int spool_add(struct spool *s, const struct mail_event *e, time_t now,
 	len = strlen(json);
 	if (len > s->max_bytes || len > UINT32_MAX)
 		return -EFBIG;
-	if (s->bytes + len > s->max_bytes)
+	if (s->bytes + b->bytes + len > s->max_bytes)
 		return -ENOSPC;
 	en = calloc(1, sizeof(*en));
 	if (!en)
@@ -393,11 +394,72 @@ int spool_add(struct spool *s, const struct mail_event *e, time_t now,
 	r = write_entry(s, name, json, len);
 	if (r < 0)
 		return r;
+	/* Even if the batch fails later, the name stays used: its file may outlive an unlink
+	 * that failed, and must never be replaced by another entry's. */
 	s->next_seq++;
-	entry_append(s, en);
+	b->bytes += len;
+	*b->tail = TAKE_PTR(en);
+	b->tail = &(*b->tail)->next;
+	return 0;
+}
+
+/* One fsync of new/ makes every entry of b durable; they join the list in order. When it
+ * fails, b's files are deleted again (none was reported added) and the error returned. */
+static int batch_commit(struct spool *s, struct batch *b)
+{
+	int r = 0;
+
+	if (b->head && fsync(s->new_fd) < 0)
+		r = -errno;
+	while (b->head) {
+		struct spool_entry *en = b->head;
+		char name[NAME_MAX_LEN + 1];
+
+		b->head = en->next;
+		if (r == 0) {
+			entry_append(s, en);
+			continue;
+		}
+		entry_name(en, name);
+		(void)unlinkat(s->new_fd, name, 0);
+		free(en);
+	}
+	return r;
+}
+
+int spool_add_many(struct spool *s, const struct mail_event *const *events, size_t n,
+		   time_t now, size_t *ret_added)
+{
+	struct batch b = { .tail = &b.head };
+	size_t added = 0;
+	int r = 0, k;
+
+	if (!s || (n > 0 && !events) || now < 0 || !ret_added)
+		return -EINVAL;
+	while (added < n && (r = batch_write(s, &b, events[added], now)) >= 0)
+		added++;
+	k = batch_commit(s, &b);
+	if (k < 0) {
+		added = 0;
+		r = k;
+	}
+	*ret_added = added;
+	return r;
+}
+
+int spool_add(struct spool *s, const struct mail_event *e, time_t now,
+	      struct spool_entry **ret)
+{
+	size_t added;
+	int r;
+
+	if (!e)
+		return -EINVAL;
+	r = spool_add_many(s, &e, 1, now, &added);
+	if (r < 0)
+		return r;
 	if (ret)
-		*ret = en;
-	TAKE_PTR(en);
+		*ret = s->tail;
 	return 0;
 }
 

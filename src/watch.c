@@ -53,6 +53,8 @@ struct watch {
 	struct mailbox_state state; /* what the sinks have accepted; persisted */
 	bool state_unsynced;        /* written, not yet fsynced */
 	uint32_t reported_uid;      /* highest UID handed to the dispatcher (same UIDVALIDITY) */
+	unsigned n_unaccepted;      /* events submitted that not every sink has accepted yet */
+	uint32_t skipped_uid;       /* highest UID skipped while some were; 0: none */
 	bool state_loaded;
 	bool state_dirty;
 
@@ -196,7 +198,7 @@ static void on_selected(void *userdata, uint32_t uidvalidity, uint32_t last_uid,
 	else if (w->state.uid < last_uid)
 		log_debug("%s: resuming after UID %u", w->name, last_uid);
 	if (w->state.uidvalidity != uidvalidity)
-		w->reported_uid = 0;
+		w->reported_uid = w->skipped_uid = 0;
 	w->reported_uid = MAX(w->reported_uid, last_uid);
 	w->state.uidvalidity = uidvalidity; /* the epoch of every UID that follows */
 	if (baseline)
@@ -208,6 +210,10 @@ static void on_accepted(void *userdata, struct mail_event *e)
 	struct watch *w = userdata;
 
 	state_advance(w, e->uidvalidity, e->uid);
+	if (w->n_unaccepted > 0 && --w->n_unaccepted == 0 && w->skipped_uid) {
+		state_advance(w, w->state.uidvalidity, w->skipped_uid);
+		w->skipped_uid = 0;
+	}
 }
 
 static void deliver(struct watch *w, struct mail_event *e)
@@ -226,6 +232,8 @@ static void deliver(struct watch *w, struct mail_event *e)
 	r = dispatch_submit(w->ctx->dispatch, e, on_accepted, w);
 	if (r < 0)
 		log_error_errno(r, "%s: cannot dispatch UID %u: %m", w->name, e->uid);
+	else
+		w->n_unaccepted++;
 	mail_event_unref(e);
 }
 
@@ -266,6 +274,12 @@ static void on_skipped(void *userdata, uint32_t uid)
 
 	log_debug("%s: UID %u is already \\Seen, skipping", w->name, uid);
 	w->reported_uid = MAX(w->reported_uid, uid);
+	/* Not past an event a sink still holds (a webhook whose spool is full may hold one for
+	 * hours): the state would skip it too, and a crash would lose it. */
+	if (w->n_unaccepted > 0) {
+		w->skipped_uid = MAX(w->skipped_uid, uid);
+		return;
+	}
 	state_advance(w, w->state.uidvalidity, uid);
 }
 

@@ -1,15 +1,19 @@
 /* sink/webhook: POST each event to a URL, signed, retried, spooled ([webhook NAME]).
  *
- * Acceptance and durability: a pushed event is written to the sink's spool
- * (STATE_DIR/spool/NAME, see spool.h: fsynced before anything else happens) and counts as
- * accepted only then, from the loop, in push order. It is deleted from the spool after a 2xx.
+ * Acceptance and durability: push only queues the event in memory; it never touches the disk.
+ * A defer source at SD_EVENT_PRIORITY_IDLE then writes every queued event into the sink's
+ * spool (STATE_DIR/spool/NAME, see spool.h: each file fsynced, then one fsync of the directory
+ * for all of them), so that the other sinks' work of the same loop iteration (the exec sink's
+ * start, the desktop's Notify, at normal priority) is not held up by it. An event counts as
+ * accepted only once it is in the spool: from the loop, in push order, after the directory
+ * fsync; then its delivery starts. It is deleted from the spool after a 2xx.
  * So a SIGKILL, a reboot or a receiver that is down for hours loses nothing: at-least-once,
  * and the stable webhook-id lets the receiver make it effectively-once. Entries left by an
  * earlier run are delivered first, in their order.
  *
  * Spool full (spool_max) or not writable: the event is NOT accepted. It waits in memory, in
  * order, with every event pushed after it, and the sink logs once "spool full (N bytes):
- * holding new mail until the receiver takes some". Each time a delivery frees space (and every
+ * holding new mail until the receiver takes some". Each time a request finishes (and every
  * SINK_WEBHOOK_SPOOL_RETRY_USEC), the waiting events are written and accepted, oldest first.
  * Because they are not accepted, the mailbox state does not advance past them: a restart
  * meanwhile finds them again on the server. Nothing is dropped silently.
@@ -91,7 +95,9 @@ int sink_webhook_new(sd_event *e, const struct config_webhook *cfg, const char *
 		     struct sink_webhook **ret);
 
 /* NULL-safe; returns NULL. Requests in flight are cancelled (their events stay spooled and are
- * sent again by the next run); events waiting for spool space are dropped unaccepted. */
+ * sent again by the next run); events not yet in the spool (queued, or waiting for space) are
+ * dropped unaccepted, and are not written here: since they were never accepted, the mailbox
+ * state has not advanced past them, and the next start finds them on the server again. */
 struct sink_webhook *sink_webhook_free(struct sink_webhook *s);
 static inline void sink_webhook_freep(struct sink_webhook **s)
 {
@@ -99,15 +105,16 @@ static inline void sink_webhook_freep(struct sink_webhook **s)
 }
 #define _cleanup_sink_webhook_ _cleanup_(sink_webhook_freep)
 
-/* Spool e (or hold it while the spool is full) and schedule its delivery. -EINVAL, -ENOMEM
- * (then nothing was queued). */
+/* Queue e (a reference is taken) for the spool; it is written, accepted and sent from the
+ * loop. No disk access. -EINVAL, -ENOMEM (then nothing was queued). */
 int sink_webhook_push(struct sink_webhook *s, struct mail_event *e);
 
 /* Counters for tests and status. */
 struct sink_webhook_stats {
 	size_t spooled;     /* entries in the spool */
 	uint64_t spool_bytes;
-	size_t held;        /* waiting for spool space, unaccepted */
+	size_t queued;      /* pushed, to be spooled at the next idle turn of the loop, unaccepted */
+	size_t held;        /* waiting for spool space (a write failed), unaccepted */
 	size_t in_flight;   /* requests */
 	uint64_t delivered; /* events, since start */
 	uint64_t dropped;   /* final failures and expired events, since start */

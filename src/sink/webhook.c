@@ -54,11 +54,11 @@ struct sink_webhook {
 	struct delivery *deliveries;
 	size_t n_in_flight;
 
-	struct event_queue accepting; /* spooled, accepted() due from the loop */
-	struct event_queue held;      /* waiting for spool space, unaccepted */
-	bool held_logged;
+	struct event_queue queued; /* pushed, not yet in the spool, unaccepted */
+	bool holding;              /* the last spool write failed (said once): queued events wait */
 
-	sd_event_source *defer;       /* accepted() calls, spooling held events, the pump */
+	/* At idle priority: spooling the queued events, their acceptance, the pump. */
+	sd_event_source *defer;
 	sd_event_source *retry_timer; /* CLOCK_BOOTTIME: the earliest retry, or a pause */
 	sd_event_source *spool_timer; /* retrying held events when nothing else frees space */
 	usec_t paused_until;          /* a Retry-After holds every request until then */
@@ -99,11 +99,6 @@ static int queue_push(struct event_queue *q, struct mail_event *e)
 	}
 	q->v[q->head + q->n++] = mail_event_ref(e);
 	return 0;
-}
-
-static struct mail_event *queue_peek(const struct event_queue *q)
-{
-	return q->n > 0 ? q->v[q->head] : NULL;
 }
 
 /* Returns the reference the queue held. */
@@ -734,13 +729,21 @@ static void pump(struct sink_webhook *s)
 	arm_retry_timer(s, wake);
 }
 
-/* ---- Acceptance and held events ----------------------------------------------------------- */
+/* ---- Spooling and acceptance ----------------------------------------------------------------- */
 
-static void log_held(struct sink_webhook *s, int r)
+/* A view of the queue's events as the spool takes them. */
+static const struct mail_event *const *queue_at(const struct event_queue *q, size_t i)
 {
-	if (s->held_logged)
+	return (const struct mail_event *const *)(q->v + q->head + i);
+}
+
+static void hold(struct sink_webhook *s, int r)
+{
+	(void)sd_event_source_set_time_relative(s->spool_timer, SINK_WEBHOOK_SPOOL_RETRY_USEC);
+	(void)sd_event_source_set_enabled(s->spool_timer, SD_EVENT_ONESHOT);
+	if (s->holding)
 		return;
-	s->held_logged = true;
+	s->holding = true;
 	if (r == -ENOSPC)
 		log_warning("%s: spool full (%" PRIu64 " bytes): holding new mail until the receiver "
 			    "takes some", s->name, spool_bytes(s->spool));
@@ -749,64 +752,62 @@ static void log_held(struct sink_webhook *s, int r)
 				"trying again", s->name, spool_dir(s->spool));
 }
 
-/* Spool e and queue its acceptance; -ENOSPC and I/O errors leave it to the caller. */
-static int spool_and_accept(struct sink_webhook *s, struct mail_event *e)
+static void unhold(struct sink_webhook *s)
 {
-	int r = spool_add(s->spool, e, time(NULL), NULL);
+	if (s->holding)
+		log_notice("%s: the spool has room again; new mail is spooled", s->name);
+	s->holding = false;
+}
 
-	if (r == -EFBIG) {
+/* Writes the queued events into the spool, oldest first, each file fsynced and one directory
+ * fsync per run of them. Returns how many at the head of the queue are settled (spooled, or
+ * too large ever to be and dropped) and so may be accepted; the rest stay queued, held. */
+static size_t write_queued(struct sink_webhook *s)
+{
+	time_t now = time(NULL);
+	size_t done = 0, added;
+	int r = 0;
+
+	while (done < s->queued.n) {
+		r = spool_add_many(s->spool, queue_at(&s->queued, done), s->queued.n - done, now,
+				   &added);
+		done += added;
+		if (r != -EFBIG)
+			break;
 		log_error("%s: event %s is larger than spool_max (%" PRIu64 " bytes): it cannot be "
-			  "delivered, dropping it", s->name, e->id, spool_max_bytes(s->spool));
+			  "delivered, dropping it", s->name, (*queue_at(&s->queued, done))->id,
+			  spool_max_bytes(s->spool));
 		s->dropped++;
+		done++;
 		r = 0;
 	}
 	if (r < 0)
-		return r;
-	return queue_push(&s->accepting, e);
+		hold(s, r);
+	else
+		unhold(s);
+	return done;
 }
 
-static void drain_held(struct sink_webhook *s)
+static void accept_first(struct sink_webhook *s, size_t n)
 {
-	struct mail_event *e;
-	int r = 0;
+	/* accepted() may push: new events join the queue behind these n. */
+	for (; n > 0; n--) {
+		struct mail_event *e = queue_pop(&s->queued);
 
-	while ((e = queue_peek(&s->held))) {
-		r = spool_and_accept(s, e);
-		if (r < 0)
-			break;
-		mail_event_unref(queue_pop(&s->held));
-	}
-	if (s->held.n > 0) {
-		log_held(s, r);
-		(void)sd_event_source_set_time_relative(s->spool_timer,
-							SINK_WEBHOOK_SPOOL_RETRY_USEC);
-		(void)sd_event_source_set_enabled(s->spool_timer, SD_EVENT_ONESHOT);
-		return;
-	}
-	if (s->held_logged)
-		log_notice("%s: the spool has room again; new mail is spooled", s->name);
-	s->held_logged = false;
-}
-
-static void accept_all(struct sink_webhook *s)
-{
-	/* accepted() may push: the queue may grow meanwhile, which is why it is a FIFO. */
-	struct mail_event *e;
-
-	while ((e = queue_pop(&s->accepting))) {
 		if (s->accepted)
 			s->accepted(s->userdata, e);
 		mail_event_unref(e);
 	}
 }
 
+/* Idle priority (add_sources): the other sinks' work of this loop iteration, an exec start or
+ * a desktop notification, goes before this disk work, and every event pushed meanwhile shares
+ * its directory fsync. */
 static int on_defer(sd_event_source *source, void *userdata)
 {
 	struct sink_webhook *s = userdata;
 
-	if (s->held.n > 0)
-		drain_held(s);
-	accept_all(s);
+	accept_first(s, write_queued(s));
 	pump(s);
 	return 0;
 }
@@ -823,20 +824,13 @@ int sink_webhook_push(struct sink_webhook *s, struct mail_event *e)
 
 	if (!s || !e)
 		return -EINVAL;
-	if (s->held.n == 0) {
-		r = spool_and_accept(s, e);
-		if (r >= 0) {
-			kick(s);
-			return 0;
-		}
-		if (r == -ENOMEM)
-			return r;
-		log_held(s, r);
-		(void)sd_event_source_set_time_relative(s->spool_timer,
-							SINK_WEBHOOK_SPOOL_RETRY_USEC);
-		(void)sd_event_source_set_enabled(s->spool_timer, SD_EVENT_ONESHOT);
-	}
-	return queue_push(&s->held, e);
+	r = queue_push(&s->queued, e);
+	if (r < 0)
+		return r;
+	/* While holding, the spool timer or a finished request tries again. */
+	if (!s->holding)
+		kick(s);
+	return 0;
 }
 
 void sink_webhook_get_stats(const struct sink_webhook *s, struct sink_webhook_stats *ret)
@@ -844,7 +838,8 @@ void sink_webhook_get_stats(const struct sink_webhook *s, struct sink_webhook_st
 	*ret = (struct sink_webhook_stats){
 		.spooled = spool_count(s->spool),
 		.spool_bytes = spool_bytes(s->spool),
-		.held = s->held.n,
+		.queued = s->holding ? 0 : s->queued.n,
+		.held = s->holding ? s->queued.n : 0,
 		.in_flight = s->n_in_flight,
 		.delivered = s->delivered,
 		.dropped = s->dropped,
@@ -920,6 +915,8 @@ static int add_sources(struct sink_webhook *s)
 
 	r = sd_event_add_defer(s->event, &s->defer, on_defer, s);
 	if (r >= 0)
+		r = sd_event_source_set_priority(s->defer, SD_EVENT_PRIORITY_IDLE);
+	if (r >= 0)
 		/* 1 ms: the timer also releases held events "now" (0 means 250 ms of slack). */
 		r = sd_event_add_time(s->event, &s->retry_timer, CLOCK_BOOTTIME, USEC_INFINITY,
 				      USEC_PER_MSEC, on_timer, s);
@@ -989,8 +986,11 @@ struct sink_webhook *sink_webhook_free(struct sink_webhook *s)
 	s->defer = sd_event_source_disable_unref(s->defer);
 	s->retry_timer = sd_event_source_disable_unref(s->retry_timer);
 	s->spool_timer = sd_event_source_disable_unref(s->spool_timer);
-	queue_done(&s->accepting);
-	queue_done(&s->held);
+	/* Never accepted, so the mailbox state has not passed them: the next start finds them
+	 * on the server again. Writing them here instead would block on the way out, mostly in
+	 * the one case that leaves any (a spool that fails), and what it saved would be
+	 * reported again anyway, so sent twice. */
+	queue_done(&s->queued);
 	spool_free(s->spool);
 	if (s->key) {
 		secure_wipe(s->key, s->key_len);

@@ -147,6 +147,40 @@ def test_sigkill_before_post_then_restart_delivers_once(
     assert len(ids) == len(set(ids)) == 2, ids
 
 
+def _state_uid(daemon_config, account="a", mailbox="INBOX"):
+    path = os.path.join(daemon_config.state_dir, "mailboxes", f"{account}@{mailbox}.state")
+    with open(path) as f:
+        return int(re.search(r"^uid (\d+)$", f.read(), re.M).group(1))
+
+
+def test_spool_full_then_a_seen_message_the_state_stays_before_held_mail(
+        setup, mail_user, http_receiver, daemon_config, imapidled):
+    """A message read elsewhere (skipped) must not move the state past mail the webhook
+    still holds unaccepted: after a crash, the held message is reported again."""
+    daemon_config.sections["imapidled"]["log_level"] = "debug"  # to see the skip
+    http_receiver.down()
+    d = setup(spool_max="600")  # room for one event (about 420 bytes), not two
+    _idle(d, mail_user)
+    first = mail_user.deliver(subject="spooled")
+    _wait(lambda: len(_spooled(daemon_config)) == 1, what="one spooled event")
+    _wait(lambda: _state_uid(daemon_config) == first, what="the state at the spooled event")
+    held = mail_user.deliver(subject="held")
+    d.wait_for_log(r"webhook hook: spool full")
+    _idle(d, mail_user)
+    seen = mail_user.deliver(subject="read elsewhere", flags=("\\Seen",))
+    d.wait_for_log(rf"a/INBOX: UID {seen} is already \\Seen, skipping")
+    time.sleep(0.5)
+    assert _state_uid(daemon_config) == first
+    d.send_signal(signal.SIGKILL)
+    d.wait()
+    http_receiver.up()
+    d2 = imapidled()
+    _wait(lambda: {_event_uid(r) for r in http_receiver.requests} >= {first, held},
+          timeout=20, what="the spooled and the held event delivered")
+    assert seen not in {_event_uid(r) for r in http_receiver.requests}
+    assert d2.running
+
+
 def test_400_is_final_and_logged(setup, mail_user, http_receiver, daemon_config):
     http_receiver.respond(400, body="bad payload: \x1b[31mno\nthanks")
     d = setup()

@@ -7,6 +7,8 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
+#include "dir-count.h"
+#include "fsync-probe.h"
 #include "helpers.h"
 #include "http-test-server.h"
 #include "log.h"
@@ -30,7 +32,10 @@ struct fixture {
 	struct log_capture logs;
 	struct mail_event **accepted;
 	size_t n_accepted;
+	uint32_t push_on_accept; /* accepting this uid pushes uid + 100 from the callback */
 };
+
+static struct mail_event *new_event(const char *mailbox, uint32_t uid);
 
 static void on_accepted(void *userdata, struct mail_event *e)
 {
@@ -39,6 +44,12 @@ static void on_accepted(void *userdata, struct mail_event *e)
 	f->accepted = reallocarray(f->accepted, f->n_accepted + 1, sizeof(*f->accepted));
 	assert_non_null(f->accepted);
 	f->accepted[f->n_accepted++] = mail_event_ref(e);
+	if (f->push_on_accept && e->uid == f->push_on_accept) {
+		struct mail_event *more = new_event(e->mailbox, e->uid + 100);
+
+		assert_int_equal(sink_webhook_push(f->sink, more), 0);
+		mail_event_unref(more);
+	}
 }
 
 static int setup(void **state)
@@ -74,6 +85,7 @@ static int teardown(void **state)
 	f->loop = sd_event_unref(f->loop);
 	test_server_stop(&f->server);
 	log_capture_done(&f->logs);
+	fsync_probe_start("");
 	for (size_t i = 0; i < f->n_accepted; i++)
 		mail_event_unref(f->accepted[i]);
 	free(f->accepted);
@@ -106,6 +118,7 @@ static void start(struct fixture *f, const char *path)
 	assert_int_equal(sink_webhook_new(f->loop, &f->cfg, f->state, "config", on_accepted, f,
 					  &f->sink),
 			 0);
+	fsync_probe_start(f->dir); /* what opening the spool synced does not count */
 }
 
 static void push(struct fixture *f, const char *mailbox, uint32_t uid)
@@ -135,6 +148,21 @@ static bool logged(const struct fixture *f, const char *needle)
 static char *requests(struct fixture *f)
 {
 	return file_text(f->log);
+}
+
+static size_t count_files(const struct fixture *f, const char *sub)
+{
+	char path[192];
+
+	snprintf(path, sizeof(path), "%s/spool/hook/%s", f->state, sub);
+	return dir_count(path);
+}
+
+static void assert_accepted_in_order(const struct fixture *f, const uint32_t *uids, size_t n)
+{
+	assert_int_equal(f->n_accepted, n);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(f->accepted[i]->uid, uids[i]);
 }
 
 static size_t count(const char *hay, const char *needle)
@@ -186,6 +214,134 @@ static void test_key_forms(void **state)
 	assert_int_equal(sink_webhook_key("whsec_YW=j", &key, &len), -EINVAL);
 	assert_int_equal(sink_webhook_key("whsec_Y!Jj", &key, &len), -EINVAL);
 	assert_int_equal(sink_webhook_key("", &key, &len), -EINVAL);
+}
+
+/* ---- Spooling from the loop ------------------------------------------------------------- */
+
+static void test_push_spools_from_the_loop(void **state)
+{
+	static const uint32_t uids[] = { 1, 2, 3, 4, 5 };
+	struct fixture *f = *state;
+
+	/* A receiver that never answers: what is spooled stays there. */
+	f->cfg.timeout = 30 * USEC_PER_SEC;
+	start(f, "/slow");
+	for (size_t i = 0; i < 5; i++)
+		push(f, i % 2 ? "Other" : "INBOX", uids[i]);
+	/* push touched no disk and accepted nothing. */
+	assert_int_equal(fsync_probe.files + fsync_probe.dirs, 0);
+	assert_int_equal(count_files(f, "new"), 0);
+	assert_int_equal(count_files(f, "tmp"), 0);
+	assert_int_equal(f->n_accepted, 0);
+	assert_int_equal(stats(f).queued, 5);
+	assert_int_equal(stats(f).spooled, 0);
+	/* One turn of the loop: every file fsynced, one directory fsync for the batch, and
+	 * only then the acceptances, in push order. */
+	assert_true(sd_event_run(f->loop, 0) > 0);
+	assert_int_equal(fsync_probe.files, 5);
+	assert_int_equal(fsync_probe.dirs, 1);
+	assert_int_equal(count_files(f, "new"), 5);
+	assert_int_equal(count_files(f, "tmp"), 0);
+	assert_accepted_in_order(f, uids, 5);
+	assert_int_equal(stats(f).queued, 0);
+	assert_int_equal(stats(f).spooled, 5);
+	/* And the deliveries started. */
+	assert_true(stats(f).in_flight > 0);
+}
+
+/* Each sink's work at normal priority, pending in the same turn, goes first. */
+static int on_normal(sd_event_source *source, void *userdata)
+{
+	struct fixture *f = userdata;
+
+	assert_int_equal(count_files(f, "new"), 0);
+	assert_int_equal(fsync_probe.files + fsync_probe.dirs, 0);
+	assert_int_equal(f->n_accepted, 0);
+	return sd_event_source_set_enabled(source, SD_EVENT_OFF);
+}
+
+static void test_spooling_yields_to_normal_priority(void **state)
+{
+	struct fixture *f = *state;
+	sd_event_source *other = NULL;
+
+	start(f, "/status/200");
+	push(f, "INBOX", 1);
+	assert_int_equal(sd_event_add_defer(f->loop, &other, on_normal, f), 0);
+	assert_true(sd_event_run(f->loop, 0) > 0);
+	assert_int_equal(sd_event_source_get_enabled(other, NULL), 0); /* it ran, the sink not */
+	assert_int_equal(f->n_accepted, 0);
+	assert_true(sd_event_run(f->loop, 0) > 0);
+	assert_int_equal(f->n_accepted, 1);
+	assert_int_equal(count_files(f, "new") + stats(f).delivered, 1);
+	sd_event_source_disable_unref(other);
+}
+
+static void test_push_from_accepted(void **state)
+{
+	static const uint32_t uids[] = { 1, 2, 101 };
+	struct fixture *f = *state;
+
+	f->cfg.timeout = 30 * USEC_PER_SEC;
+	f->push_on_accept = 1;
+	start(f, "/slow");
+	push(f, "INBOX", 1);
+	push(f, "INBOX", 2);
+	assert_true(sd_event_run(f->loop, 0) > 0);
+	/* The event pushed while 1 was accepted waits for the next turn, behind 2. */
+	assert_accepted_in_order(f, uids, 2);
+	assert_int_equal(stats(f).queued, 1);
+	assert_true(RUN_UNTIL(f, f->n_accepted == 3, 5 * USEC_PER_SEC));
+	assert_accepted_in_order(f, uids, 3);
+	assert_int_equal(fsync_probe.dirs, 2);
+}
+
+static void test_spool_write_failure_holds(void **state)
+{
+	static const uint32_t uids[] = { 1, 2, 3 };
+	struct fixture *f = *state;
+
+	/* A receiver that fails: each answer (a retry within 1-2 s) is a finished request,
+	 * which tries the held events again, as a delivery freeing space does. */
+	start(f, "/status/503");
+	push(f, "INBOX", 1);
+	assert_true(RUN_UNTIL(f, f->n_accepted == 1, 5 * USEC_PER_SEC));
+	fsync_probe.dir_error = EIO;
+	push(f, "INBOX", 2);
+	push(f, "Other", 3);
+	assert_true(RUN_UNTIL(f, stats(f).held == 2, 5 * USEC_PER_SEC));
+	assert_true(logged(f, "cannot write to the spool"));
+	assert_int_equal(f->n_accepted, 1);
+	assert_int_equal(stats(f).spooled, 1);
+	assert_int_equal(count_files(f, "new"), 1); /* nothing half-written left behind */
+	assert_int_equal(count_files(f, "tmp"), 0);
+	fsync_probe.dir_error = 0;
+	assert_true(RUN_UNTIL(f, f->n_accepted == 3, 10 * USEC_PER_SEC));
+	assert_accepted_in_order(f, uids, 3);
+	assert_int_equal(stats(f).held, 0);
+	assert_int_equal(stats(f).spooled, 3);
+	assert_true(logged(f, "the spool has room again"));
+}
+
+static void test_free_leaves_queued_unaccepted(void **state)
+{
+	struct fixture *f = *state;
+
+	start(f, "/status/200");
+	push(f, "INBOX", 1);
+	push(f, "INBOX", 2);
+	/* Freed before the loop ran (a shutdown): not written, never accepted, so the mailbox
+	 * state never passed them and the next start finds them on the server. */
+	f->sink = sink_webhook_free(f->sink);
+	assert_int_equal(f->n_accepted, 0);
+	assert_int_equal(fsync_probe.files + fsync_probe.dirs, 0);
+	assert_int_equal(count_files(f, "new"), 0);
+	assert_int_equal(count_files(f, "tmp"), 0);
+	start(f, "/status/200");
+	assert_false(logged(f, "undelivered events in the spool"));
+	RUN_UNTIL(f, false, 500 * USEC_PER_MSEC);
+	assert_int_equal(f->n_accepted, 0);
+	assert_int_equal(count(requests(f), "POST"), 0);
 }
 
 /* ---- Delivery ----------------------------------------------------------------------------- */
@@ -303,7 +459,12 @@ static void test_spool_full_holds(void **state)
 	start(f, "/status/200");
 	for (uint32_t uid = 1; uid <= 4; uid++)
 		push(f, "INBOX", uid);
+	assert_int_equal(stats(f).queued, 4); /* push writes nothing, so it cannot fail yet */
+	assert_int_equal(stats(f).held, 0);
+	assert_true(sd_event_run(f->loop, 0) > 0);
 	assert_int_equal(stats(f).held, 3);
+	assert_int_equal(stats(f).queued, 0);
+	assert_int_equal(f->n_accepted, 1);
 	assert_true(logged(f, "spool full ("));
 	assert_true(RUN_UNTIL(f, stats(f).delivered == 4, 10 * USEC_PER_SEC));
 	assert_int_equal(f->n_accepted, 4);
@@ -383,7 +544,7 @@ static void test_ten_thousand_waiting(void **state)
 			assert_true(sd_event_run(f->loop, 0) >= 0);
 	}
 	assert_true(RUN_UNTIL(f, f->n_accepted == 10000, 60 * USEC_PER_SEC));
-	fprintf(stderr, "10000 events spooled (fsync each) in %.2f s\n",
+	fprintf(stderr, "10000 events spooled (fsync each, one per directory per turn) in %.2f s\n",
 		(double)(now_usec(CLOCK_MONOTONIC) - t0) / USEC_PER_SEC);
 	for (size_t i = 0; i < f->n_accepted; i++)
 		f->accepted[i] = mail_event_unref(f->accepted[i]);
@@ -401,6 +562,12 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_signature_vector),
 		cmocka_unit_test(test_key_forms),
+		cmocka_unit_test_setup_teardown(test_push_spools_from_the_loop, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_spooling_yields_to_normal_priority, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_push_from_accepted, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_spool_write_failure_holds, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_free_leaves_queued_unaccepted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_in_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_resumes_spool, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_400_dropped, setup, teardown),

@@ -8,6 +8,8 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include "dir-count.h"
+#include "fsync-probe.h"
 #include "helpers.h"
 #include "log.h"
 #include "spool.h"
@@ -70,17 +72,9 @@ static struct mail_event *new_event(const char *mailbox, uint32_t uid)
 static size_t count_files(const struct fixture *f, const char *sub)
 {
 	char path[192];
-	struct dirent *de;
-	size_t n = 0;
-	DIR *d;
 
 	snprintf(path, sizeof(path), "%s/%s", f->dir, sub);
-	d = opendir(path);
-	assert_non_null(d);
-	while ((de = readdir(d)))
-		n += de->d_name[0] != '.';
-	closedir(d);
-	return n;
+	return dir_count(path);
 }
 
 static void add(struct spool *s, const char *mailbox, uint32_t uid)
@@ -268,6 +262,150 @@ static void test_read_vanished(void **state)
 	spool_free(s);
 }
 
+/* Events of two mailboxes, uid 1 .. n; unref with unref_events(). */
+static void new_events(struct mail_event **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		v[i] = new_event(i % 2 ? "Other" : "INBOX", (uint32_t)i + 1);
+}
+
+static void unref_events(struct mail_event **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		mail_event_unref(v[i]);
+}
+
+static const struct mail_event *const *cv(struct mail_event **v)
+{
+	return (const struct mail_event *const *)v;
+}
+
+/* The entries, oldest first, are exactly the ids of v[0..n). */
+static void assert_entries(const struct spool *s, struct mail_event **v, size_t n)
+{
+	const struct spool_entry *en = spool_first(s);
+
+	assert_int_equal(spool_count(s), n);
+	for (size_t i = 0; i < n; i++, en = spool_next(en)) {
+		assert_non_null(en);
+		assert_string_equal(en->id, v[i]->id);
+	}
+	assert_null(en);
+}
+
+/* A spool whose fsyncs from here on are counted. */
+static struct spool *open_probed(const struct fixture *f, uint64_t max_bytes)
+{
+	struct spool *s = NULL;
+
+	assert_int_equal(spool_open(f->dir, max_bytes, "webhook hook", &s), 0);
+	fsync_probe_start(f->root);
+	return s;
+}
+
+/* Exactly v[0..n) in the list and in new/, nothing in tmp/. */
+static void assert_stored(const struct fixture *f, const struct spool *s,
+			  struct mail_event **v, size_t n)
+{
+	assert_int_equal(count_files(f, "new"), n);
+	assert_int_equal(count_files(f, "tmp"), 0);
+	assert_entries(s, v, n);
+}
+
+static void test_add_many_one_directory_fsync(void **state)
+{
+	struct fixture *f = *state;
+	struct mail_event *v[5];
+	struct spool *s = open_probed(f, 1 << 20);
+	size_t added = 99;
+
+	new_events(v, 5);
+	assert_int_equal(spool_add_many(s, cv(v), 5, NOW, &added), 0);
+	assert_int_equal(added, 5);
+	/* Every file on its own, the directory once for the whole batch. */
+	assert_int_equal(fsync_probe.files, 5);
+	assert_int_equal(fsync_probe.dirs, 1);
+	assert_stored(f, s, v, 5);
+	/* Nothing to write: no fsync at all. */
+	assert_int_equal(spool_add_many(s, NULL, 0, NOW, &added), 0);
+	assert_int_equal(added, 0);
+	assert_int_equal(fsync_probe.dirs, 1);
+	s = spool_free(s);
+	s = open_probed(f, 1 << 20);
+	assert_entries(s, v, 5);
+	spool_free(s);
+	unref_events(v, 5);
+}
+
+static void test_add_many_stops_at_cap(void **state)
+{
+	struct fixture *f = *state;
+	struct mail_event *v[4];
+	struct spool *s;
+	char *json = NULL;
+	size_t added = 99;
+
+	new_events(v, 4);
+	assert_int_equal(mail_event_to_json(v[0], NOW, &json), 0);
+	s = open_probed(f, 2 * strlen(json) + strlen(json) / 2);
+	assert_int_equal(spool_add_many(s, cv(v), 4, NOW, &added), -ENOSPC);
+	assert_int_equal(added, 2);
+	assert_int_equal(fsync_probe.dirs, 1); /* what fitted is durable */
+	assert_stored(f, s, v, 2);
+	free(json);
+	spool_free(s);
+	unref_events(v, 4);
+}
+
+static void test_add_many_directory_fsync_fails(void **state)
+{
+	struct fixture *f = *state;
+	struct mail_event *v[3];
+	struct spool *s = open_probed(f, 1 << 20);
+	size_t added = 99;
+
+	new_events(v, 3);
+	fsync_probe.dir_error = EIO;
+	assert_int_equal(spool_add_many(s, cv(v), 3, NOW, &added), -EIO);
+	/* None was made durable, so none is reported added, and none is left behind. */
+	assert_int_equal(added, 0);
+	assert_true(spool_bytes(s) == 0);
+	assert_stored(f, s, v, 0);
+	fsync_probe.dir_error = 0;
+	assert_int_equal(spool_add_many(s, cv(v), 3, NOW, &added), 0);
+	assert_int_equal(added, 3);
+	assert_stored(f, s, v, 3);
+	spool_free(s);
+	unref_events(v, 3);
+}
+
+static void test_add_many_file_fsync_fails(void **state)
+{
+	struct fixture *f = *state;
+	struct mail_event *v[4];
+	struct spool *s = open_probed(f, 1 << 20);
+	size_t added = 99;
+
+	new_events(v, 4);
+	fsync_probe.file_error = EIO;
+	fsync_probe.file_error_after = 2;
+	assert_int_equal(spool_add_many(s, cv(v), 4, NOW, &added), -EIO);
+	/* The two before the failure are in, and durable; nothing after it was tried. */
+	assert_int_equal(added, 2);
+	assert_int_equal(fsync_probe.files, 3);
+	assert_int_equal(fsync_probe.dirs, 1);
+	assert_stored(f, s, v, 2);
+	/* The first one failing: no directory fsync for nothing. */
+	fsync_probe_start(f->root);
+	fsync_probe.file_error = EIO;
+	assert_int_equal(spool_add_many(s, cv(v + 2), 2, NOW, &added), -EIO);
+	assert_int_equal(added, 0);
+	assert_int_equal(fsync_probe.dirs, 0);
+	assert_stored(f, s, v, 2);
+	spool_free(s);
+	unref_events(v, 4);
+}
+
 static void test_invalid(void **state)
 {
 	struct spool *s = NULL;
@@ -287,6 +425,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_corrupt_and_leftovers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_vanished, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_add_many_one_directory_fsync, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_add_many_stops_at_cap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_add_many_directory_fsync_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_add_many_file_fsync_fails, setup, teardown),
 		cmocka_unit_test(test_invalid),
 	};
 
