@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
@@ -224,6 +225,19 @@ void file_write(const char *path, const void *data, size_t size, mode_t mode)
 void file_write_text(const char *path, const char *text)
 {
 	file_write(path, text, strlen(text), 0644);
+}
+
+size_t dir_count(const char *path)
+{
+	struct dirent *de;
+	size_t n = 0;
+	DIR *d = opendir(path);
+
+	assert_non_null(d);
+	while ((de = readdir(d)))
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
 }
 
 /* ---- Processes -------------------------------------------------------------------------- */

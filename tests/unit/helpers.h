@@ -85,6 +85,10 @@ void file_write(const char *path, const void *data, size_t size, mode_t mode);
 /* file_write() of a string, mode 0644. */
 void file_write_text(const char *path, const char *text);
 
+/* How many entries a directory holds, names starting with '.' left out; fails the test when
+ * it cannot be read. */
+size_t dir_count(const char *path);
+
 /* ---- Processes -------------------------------------------------------------------------- */
 
 /* Gone, or a zombie: a process that no longer runs, whoever is left to reap it. */

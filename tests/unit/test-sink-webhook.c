@@ -7,7 +7,6 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
-#include "dir-count.h"
 #include "fsync-probe.h"
 #include "helpers.h"
 #include "http-test-server.h"

@@ -8,7 +8,6 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
-#include "dir-count.h"
 #include "fsync-probe.h"
 #include "helpers.h"
 #include "log.h"
