@@ -128,7 +128,8 @@ demo:
 	@$(MAKE) --no-print-directory imapidled
 	@$(PYTHON) scripts/demo.py
 
-# Benchmarks (bench/README.md): figures, never a gate. ARGS=--quick for the short run.
+# Benchmarks (bench/README.md): figures, never a gate. ARGS=--quick for the short run; a
+# full run writes its table into BENCHMARKS.md (between the bench:results markers).
 bench:
 	@scripts/deps
 	@$(MAKE) --no-print-directory imapidled

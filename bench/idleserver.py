@@ -13,7 +13,9 @@ Prints one line `READY imap=PORT plain=PORT ctl=PORT` on stdout once listening. 
 is a second, plaintext IMAP listener (for the bench's own APPEND connection); ctl is a line
 protocol, one command a line, one JSON answer a line:
 
-    stats                  counters: accepts, conns, idling, peak_inflight, accept rate peaks
+    stats                  counters: accepts, conns, idling, peak_inflight, accept rate peaks,
+                           unprompted (TLS records written to an idling connection that no
+                           command or new message asked for: late handshake records, say)
     reset                  zero accepts, peak_inflight and the accept log
     down                   stop listening and cut every connection (a server crash)
     up                     listen again on the same ports
@@ -64,6 +66,8 @@ class Server:
         self.peak_inflight = 0
         self.idling = 0
         self.waiters = []     # (n, future)
+        self.unprompted = 0   # raw writes to idling connections outside Conn.send()
+        self.unprompted_log = collections.deque(maxlen=20)  # (monotonic, bytes, head hex)
 
     def box(self, name):
         b = self.boxes.get(name)
@@ -112,7 +116,7 @@ class Server:
         line = f"* {len(b.uids)} EXISTS\r\n".encode()
         first = True
         for c in list(b.idlers):
-            c.writer.write(line)
+            c.send(line)
             if first:
                 b.trace = {"exists_sent": t}
                 b.traced = c
@@ -146,7 +150,8 @@ class Server:
                 "peak_inflight": self.peak_inflight, "peak_accepts_per_s_bucket": peak_1s,
                 "peak_accepts_per_s_window": peak_win,
                 "first_accept": log[0] if log else None, "last_accept": log[-1] if log else None,
-                "listening": bool(self.servers)}
+                "listening": bool(self.servers), "unprompted": self.unprompted,
+                "unprompted_log": list(self.unprompted_log)}
 
 
 class Conn:
@@ -156,12 +161,35 @@ class Conn:
         self.box = None
         self.idle_tag = None
         self.was_idle = False   # reached IDLE once: no longer "in flight"
+        self.sending = False
 
     def abort(self):
         self.writer.transport.abort()
 
     def send(self, s):
-        self.writer.write(s.encode() if isinstance(s, str) else s)
+        self.sending = True
+        try:
+            self.writer.write(s.encode() if isinstance(s, str) else s)
+        finally:
+            self.sending = False
+
+    def watch_raw_writes(self):
+        """Count what the TLS layer writes to an idling connection on its own. asyncio's
+        SSL transport keeps its socket transport in private attributes: without them
+        (another Python), nothing is counted and `unprompted` stays 0."""
+        proto = getattr(self.writer.transport, "_ssl_protocol", None)
+        raw = getattr(proto, "_transport", None)
+        if raw is None or not hasattr(raw, "write"):
+            return
+        write = raw.write
+
+        def counted(data):
+            if self.idle_tag is not None and not self.sending:
+                self.srv.unprompted += 1
+                self.srv.unprompted_log.append((time.monotonic(), len(data),
+                                                bytes(data[:5]).hex()))
+            write(data)
+        raw.write = counted
 
     def traced(self):
         return self.box is not None and self.box.traced is self
@@ -174,6 +202,7 @@ class Conn:
             srv.accept_log.append(time.monotonic())
             srv.inflight += 1
             srv.peak_inflight = max(srv.peak_inflight, srv.inflight)
+        self.watch_raw_writes()
         try:
             sock = self.writer.get_extra_info("socket")
             if sock is not None:
