@@ -291,8 +291,14 @@ static void manager_arm_deadline(struct manager *m)
 	m->deadline = sd_event_source_disable_unref(m->deadline);
 	r = sd_event_add_time_relative(m->event, &m->deadline, CLOCK_MONOTONIC, LOGOUT_DEADLINE,
 				       10 * USEC_PER_MSEC, on_deadline, m);
-	if (r < 0)
+	/* sd-event dispatches one source per iteration, and every iteration polls again: with
+	 * thousands of connections answering LOGOUT at once, a deadline of equal priority waited
+	 * behind all of them (4,000 connections took 10 s to stop). It must cut in. */
+	if (r < 0) {
 		log_debug_errno(r, "Cannot arm the logout deadline: %m, closing at once");
+		return;
+	}
+	(void)sd_event_source_set_priority(m->deadline, SD_EVENT_PRIORITY_IMPORTANT);
 }
 
 static int on_reap(sd_event_source *s, void *userdata)
