@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "event.h"
 #include "fsutil.h"
 #include "helpers.h"
 #include "log.h"
@@ -238,6 +239,24 @@ size_t dir_count(const char *path)
 		n += de->d_name[0] != '.';
 	closedir(d);
 	return n;
+}
+
+/* ---- Events ----------------------------------------------------------------------------- */
+
+struct mail_event *test_event_new(const char *mailbox, uint32_t uid)
+{
+	struct mail_event_input in = {
+		.account = "a",
+		.mailbox = mailbox,
+		.uidvalidity = TEST_UIDVALIDITY,
+		.uid = uid,
+		.subject = "hello",
+		.from = { "Alice", "alice@example.com" },
+	};
+	struct mail_event *e = NULL;
+
+	assert_int_equal(mail_event_new_received(&in, &e), 0);
+	return e;
 }
 
 /* ---- Processes -------------------------------------------------------------------------- */

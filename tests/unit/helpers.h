@@ -13,6 +13,8 @@
 
 #include "util.h"
 
+struct mail_event;
+
 /* ---- Log capture ------------------------------------------------------------------------ */
 
 struct log_line {
@@ -88,6 +90,14 @@ void file_write_text(const char *path, const char *text);
 /* How many entries a directory holds, names starting with '.' left out; fails the test when
  * it cannot be read. */
 size_t dir_count(const char *path);
+
+/* ---- Events ----------------------------------------------------------------------------- */
+
+#define TEST_UIDVALIDITY 1700000000u
+
+/* A received event of account "a" in mailbox, UIDVALIDITY TEST_UIDVALIDITY, from Alice with
+ * subject "hello"; fails the test if it cannot be built. */
+struct mail_event *test_event_new(const char *mailbox, uint32_t uid);
 
 /* ---- Processes -------------------------------------------------------------------------- */
 

@@ -16,7 +16,7 @@
 /* The webhook sink on a real loop against the forked loopback server (http-test-server.h),
  * whose answer is chosen by the URL's path. */
 
-#define UIDVALIDITY 1700000000u
+#define UIDVALIDITY TEST_UIDVALIDITY
 #define SECRET "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 struct fixture {
@@ -34,8 +34,6 @@ struct fixture {
 	uint32_t push_on_accept; /* accepting this uid pushes uid + 100 from the callback */
 };
 
-static struct mail_event *new_event(const char *mailbox, uint32_t uid);
-
 static void on_accepted(void *userdata, struct mail_event *e)
 {
 	struct fixture *f = userdata;
@@ -44,7 +42,7 @@ static void on_accepted(void *userdata, struct mail_event *e)
 	assert_non_null(f->accepted);
 	f->accepted[f->n_accepted++] = mail_event_ref(e);
 	if (f->push_on_accept && e->uid == f->push_on_accept) {
-		struct mail_event *more = new_event(e->mailbox, e->uid + 100);
+		struct mail_event *more = test_event_new(e->mailbox, e->uid + 100);
 
 		assert_int_equal(sink_webhook_push(f->sink, more), 0);
 		mail_event_unref(more);
@@ -95,22 +93,6 @@ static int teardown(void **state)
 
 /* ---- Helpers ------------------------------------------------------------------------------ */
 
-static struct mail_event *new_event(const char *mailbox, uint32_t uid)
-{
-	struct mail_event_input in = {
-		.account = "a",
-		.mailbox = mailbox,
-		.uidvalidity = UIDVALIDITY,
-		.uid = uid,
-		.subject = "hello",
-		.from = { "Alice", "alice@example.com" },
-	};
-	struct mail_event *e = NULL;
-
-	assert_int_equal(mail_event_new_received(&in, &e), 0);
-	return e;
-}
-
 static void start(struct fixture *f, const char *path)
 {
 	snprintf(f->url, sizeof(f->url), "http://127.0.0.1:%d%s", f->server.port, path);
@@ -122,7 +104,7 @@ static void start(struct fixture *f, const char *path)
 
 static void push(struct fixture *f, const char *mailbox, uint32_t uid)
 {
-	struct mail_event *e = new_event(mailbox, uid);
+	struct mail_event *e = test_event_new(mailbox, uid);
 
 	assert_int_equal(sink_webhook_push(f->sink, e), 0);
 	mail_event_unref(e);
@@ -447,7 +429,7 @@ static void test_retry_then_give_up(void **state)
 static void test_spool_full_holds(void **state)
 {
 	struct fixture *f = *state;
-	struct mail_event *e = new_event("INBOX", 1);
+	struct mail_event *e = test_event_new("INBOX", 1);
 	char *json = NULL;
 
 	assert_int_equal(mail_event_to_json(e, time(NULL), &json), 0);

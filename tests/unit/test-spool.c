@@ -13,7 +13,7 @@
 #include "log.h"
 #include "spool.h"
 
-#define UIDVALIDITY 1700000000u
+#define UIDVALIDITY TEST_UIDVALIDITY
 #define NOW 1700000123
 
 struct fixture {
@@ -52,22 +52,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-static struct mail_event *new_event(const char *mailbox, uint32_t uid)
-{
-	struct mail_event_input in = {
-		.account = "a",
-		.mailbox = mailbox,
-		.uidvalidity = UIDVALIDITY,
-		.uid = uid,
-		.subject = "hello",
-		.from = { "Alice", "alice@example.com" },
-	};
-	struct mail_event *e = NULL;
-
-	assert_int_equal(mail_event_new_received(&in, &e), 0);
-	return e;
-}
-
 static size_t count_files(const struct fixture *f, const char *sub)
 {
 	char path[192];
@@ -78,7 +62,7 @@ static size_t count_files(const struct fixture *f, const char *sub)
 
 static void add(struct spool *s, const char *mailbox, uint32_t uid)
 {
-	struct mail_event *e = new_event(mailbox, uid);
+	struct mail_event *e = test_event_new(mailbox, uid);
 
 	assert_int_equal(spool_add(s, e, NOW, NULL), 0);
 	mail_event_unref(e);
@@ -88,7 +72,7 @@ static void test_add_read_remove(void **state)
 {
 	struct fixture *f = *state;
 	struct spool *s = NULL;
-	struct mail_event *e = new_event("INBOX", 7), *back = NULL;
+	struct mail_event *e = test_event_new("INBOX", 7), *back = NULL;
 	struct spool_entry *en = NULL;
 	char *body = NULL;
 	size_t len;
@@ -185,7 +169,7 @@ static void test_corrupt_and_leftovers(void **state)
 	write_file(f, "new", name, "{\"type\":\"mail.rec");
 	write_file(f, "new", "README", "hello");
 	{
-		struct mail_event *e = new_event("INBOX", 9);
+		struct mail_event *e = test_event_new("INBOX", 9);
 		char *json = NULL;
 
 		assert_int_equal(mail_event_to_json(e, NOW, &json), 0);
@@ -206,7 +190,7 @@ static void test_corrupt_and_leftovers(void **state)
 static void test_cap(void **state)
 {
 	struct fixture *f = *state;
-	struct mail_event *e = new_event("INBOX", 1);
+	struct mail_event *e = test_event_new("INBOX", 1);
 	struct spool *s = NULL;
 	char *json = NULL;
 	size_t one;
@@ -217,7 +201,7 @@ static void test_cap(void **state)
 	add(s, "INBOX", 1);
 	add(s, "INBOX", 2);
 	mail_event_unref(e);
-	e = new_event("INBOX", 3);
+	e = test_event_new("INBOX", 3);
 	assert_int_equal(spool_add(s, e, NOW, NULL), -ENOSPC);
 	assert_int_equal(count_files(f, "new"), 2);
 	assert_int_equal(count_files(f, "tmp"), 0);
@@ -237,7 +221,7 @@ static void test_read_vanished(void **state)
 	struct fixture *f = *state;
 	struct spool *s = NULL;
 	struct spool_entry *en = NULL;
-	struct mail_event *e = new_event("INBOX", 1);
+	struct mail_event *e = test_event_new("INBOX", 1);
 	char path[640], *body = NULL;
 	size_t len;
 	DIR *d;
@@ -265,7 +249,7 @@ static void test_read_vanished(void **state)
 static void new_events(struct mail_event **v, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		v[i] = new_event(i % 2 ? "Other" : "INBOX", (uint32_t)i + 1);
+		v[i] = test_event_new(i % 2 ? "Other" : "INBOX", (uint32_t)i + 1);
 }
 
 static void unref_events(struct mail_event **v, size_t n)
